@@ -1,0 +1,91 @@
+"""Durations as people write them in settings: ``10ms``, ``15s``, ``10m``, ``1h``.
+
+A :class:`Duration` is a ``str`` that remembers the text it was written as,
+so a settings file renders back exactly as written (the operator contract
+says a ``frequency`` of ``250ms`` stays ``250ms``), and knows its length in
+seconds for the code that uses it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
+
+#: One or more ``<number><unit>`` parts, e.g. ``1m30s``; units ms, s, m, h.
+PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_WHOLE = re.compile(PATTERN)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_seconds(text: str) -> float:
+    """Return the length of ``text`` in seconds, or raise ``ValueError``."""
+    cleaned = text.strip()
+    if not _WHOLE.match(cleaned):
+        raise ValueError(f"{text!r} is not a duration; write a number and a unit (ms, s, m, h), e.g. 100ms, 15s, 10m")
+    return sum(float(num) * _UNIT_SECONDS[unit] for num, unit in _PART.findall(cleaned))
+
+
+def format_seconds(seconds: float) -> str:
+    """Render seconds in the shortest exact unit (``0.25`` -> ``250ms``)."""
+    millis = round(seconds * 1000)
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if millis and millis % size == 0:
+            return f"{millis // size}{unit}"
+    return f"{millis}ms"
+
+
+class Duration(str):
+    """A duration that keeps its original text; ``.seconds`` gives its length."""
+
+    seconds: float
+
+    def __new__(cls, text: str | Duration) -> Duration:
+        stripped = str(text).strip()
+        seconds = parse_seconds(stripped)
+        obj = super().__new__(cls, stripped)
+        obj.seconds = seconds
+        return obj
+
+    @property
+    def millis(self) -> int:
+        return round(self.seconds * 1000)
+
+    @classmethod
+    def _validate(cls, value: Any) -> Duration:
+        if isinstance(value, Duration):
+            return value
+        if isinstance(value, str):
+            return cls(value)
+        raise ValueError(f"{value!r} is not a duration string such as 100ms or 15s")
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls._validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "pattern": PATTERN}
+
+
+def within(low: str, high: str) -> Any:
+    """A validator that keeps a :class:`Duration` between two bounds (inclusive)."""
+    from pydantic import AfterValidator
+
+    lo, hi = parse_seconds(low), parse_seconds(high)
+
+    def check(value: Duration) -> Duration:
+        if not lo <= value.seconds <= hi:
+            raise ValueError(f"{value} is out of range; allowed {low} .. {high}")
+        return value
+
+    return AfterValidator(check)

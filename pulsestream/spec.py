@@ -1,0 +1,157 @@
+"""The live settings model: the ``spec`` of a ``StreamConfig``.
+
+One model serves three readers: the generator and the streamer validate the
+live settings file (``PULSESTREAM_SETTINGS_FILE``) with it, the operator
+renders it into the ConfigMap, and the CRD's ``openAPIV3Schema`` is generated
+from it (``make crd``; a test fails on drift). Field names are camelCase on
+the wire, as Kubernetes objects are.
+
+An invalid file is rejected as a whole: :func:`load_spec` either returns a
+complete, valid :class:`StreamSpec` or raises :class:`SpecError` with every
+problem listed, so a service can keep its last good settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pulsestream.durations import Duration, within
+
+#: Resolutions the generator aggregates to (bucket width in seconds; raw is 0).
+RESOLUTIONS: dict[str, float] = {"raw": 0.0, "1s": 1.0, "5s": 5.0, "1m": 60.0}
+
+#: Series names: lowercase, start with a letter, safe in URLs and Prometheus labels.
+SERIES_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+
+DEFAULT_SERIES = ("cpu", "memory", "requests", "latency")
+
+
+class SpecError(ValueError):
+    """The settings document is not a valid spec; ``str()`` lists every problem."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, alias_generator=None)
+
+
+class RateLimit(_Model):
+    """Per-client limits the streamer enforces (client = API key, else address)."""
+
+    requests_per_second: float = Field(
+        default=5.0,
+        alias="requestsPerSecond",
+        gt=0,
+        le=100_000,
+        description="Sustained HTTP requests per second per client (token bucket refill rate).",
+    )
+    burst: int = Field(
+        default=10,
+        ge=1,
+        le=1_000_000,
+        description="Requests a client may make at once before the rate applies (bucket size).",
+    )
+    max_streams_per_client: int = Field(
+        default=4,
+        alias="maxStreamsPerClient",
+        ge=1,
+        le=10_000,
+        description="Concurrent SSE streams one client may hold open.",
+    )
+
+
+class StreamSpec(_Model):
+    """Live-tunable settings shared by generator and streamer."""
+
+    frequency: Annotated[Duration, within("10ms", "1h")] = Field(
+        default=Duration("100ms"),
+        description="Generator update period of raw points (10ms .. 1h).",
+    )
+    buffer_size: int = Field(
+        default=1024,
+        alias="bufferSize",
+        ge=1,
+        le=1_000_000,
+        description="Per-subscriber buffer in the generator and per-client queue in the streamer, in messages.",
+    )
+    flush_interval: Annotated[Duration, within("0ms", "10s")] = Field(
+        default=Duration("50ms"),
+        alias="flushInterval",
+        description="Streamer batching window: points arriving within it go out as one SSE event (0ms .. 10s).",
+    )
+    heartbeat_interval: Annotated[Duration, within("1s", "10m")] = Field(
+        default=Duration("15s"),
+        alias="heartbeatInterval",
+        description="Idle time after which the streamer sends an SSE heartbeat comment (1s .. 10m).",
+    )
+    retention: Annotated[Duration, within("1s", "24h")] = Field(
+        default=Duration("10m"),
+        description="History the generator keeps for replay and resume (1s .. 24h).",
+    )
+    series: list[Annotated[str, Field(pattern=SERIES_NAME_PATTERN)]] = Field(
+        default_factory=lambda: list(DEFAULT_SERIES),
+        min_length=1,
+        max_length=64,
+        description="Series the generator produces.",
+    )
+    rate_limit: RateLimit = Field(
+        default_factory=RateLimit,
+        alias="rateLimit",
+        description="Per-client limits of the streamer.",
+    )
+    target: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Operator only: the release whose pods this spec drives. Services ignore it.",
+    )
+
+    @field_validator("series")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        dupes = sorted({name for name in value if value.count(name) > 1})
+        if dupes:
+            raise ValueError(f"series names must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+    def to_document(self) -> dict[str, Any]:
+        """The spec as it appears in a settings file or a ``StreamConfig`` (camelCase)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def version(self) -> str:
+        """A short, stable hash of the settings; ``/health`` reports it as the config version."""
+        canonical = json.dumps(self.to_document(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(document)"
+        problems.append(f"{where}: {item['msg']}")
+    return "; ".join(problems)
+
+
+def parse_spec(document: Any) -> StreamSpec:
+    """Validate an already-parsed document (a mapping) into a :class:`StreamSpec`."""
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise SpecError(f"settings must be a mapping, not {type(document).__name__}")
+    try:
+        return StreamSpec.model_validate(document)
+    except ValidationError as error:
+        raise SpecError(_describe(error)) from error
+
+
+def load_spec(text: str | bytes) -> StreamSpec:
+    """Parse a JSON or YAML settings document (YAML is a superset of JSON)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpecError(f"not valid YAML or JSON: {error}") from error
+    return parse_spec(document)
