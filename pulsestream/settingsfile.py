@@ -10,8 +10,10 @@ nothing and works the same on every platform.
 
 Guarantees:
 
-- :attr:`SettingsFile.current` is always a complete, valid spec: the defaults
-  until a good file is read, then the last good file. A file that is missing,
+- :attr:`SettingsFile.current` is always a complete, valid spec: ``base``
+  (the service's settings from its environment) until a good file is read,
+  then the last good file laid over ``base`` (keys the file leaves out keep
+  their ``base`` value). A file that is missing,
   unreadable or invalid is rejected as a whole; :attr:`SettingsFile.error`
   says why (and is ``None`` again once a good file is read).
 - :meth:`SettingsFile.changes` yields each new valid spec once, in order.
@@ -33,17 +35,18 @@ logger = logging.getLogger(__name__)
 class SettingsFile:
     """The live settings in force, read from an optional file and kept current."""
 
-    def __init__(self, path: str | Path | None, poll_interval: float = 1.0) -> None:
+    def __init__(self, path: str | Path | None, poll_interval: float = 1.0, base: StreamSpec | None = None) -> None:
         self.path = Path(path) if path else None
         self.poll_interval = poll_interval
-        self._current = StreamSpec()
+        self.base = base or StreamSpec()
+        self._current = self.base
         self._error: str | None = None
         self._digest: bytes | None = None
         self.reload()
 
     @property
     def current(self) -> StreamSpec:
-        """The settings in force: the last good file's, or the defaults."""
+        """The settings in force: the last good file over ``base``, or ``base``."""
         return self._current
 
     @property
@@ -69,7 +72,7 @@ class SettingsFile:
             return False
         self._digest = digest
         try:
-            spec = load_spec(raw)
+            spec = load_spec(raw, base=self.base)
         except SpecError as error:
             return self._reject(f"invalid settings in {self.path}: {error}", digest=digest)
         self._error = None

@@ -148,10 +148,28 @@ def parse_spec(document: Any) -> StreamSpec:
         raise SpecError(_describe(error)) from error
 
 
-def load_spec(text: str | bytes) -> StreamSpec:
-    """Parse a JSON or YAML settings document (YAML is a superset of JSON)."""
+def _overlay(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _overlay(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_spec(text: str | bytes, base: StreamSpec | None = None) -> StreamSpec:
+    """Parse a JSON or YAML settings document (YAML is a superset of JSON).
+
+    Keys the document leaves out take their value from ``base`` (the service's
+    environment-derived settings), else the model's defaults.
+    """
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise SpecError(f"not valid YAML or JSON: {error}") from error
+    if base is not None and isinstance(document, dict):
+        document = _overlay(base.to_document(), document)
+    elif base is not None and document is None:
+        return base
     return parse_spec(document)

@@ -84,3 +84,13 @@ async def test_changes_yields_each_new_spec_once(tmp_path: Path) -> None:
             await asyncio.sleep(0.01)
     await asyncio.wait_for(task, 5)
     assert seen == [2, 3]
+
+
+def test_keys_the_file_leaves_out_keep_the_environment_values(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("rateLimit: {burst: 3}\n")
+    base = StreamSpec.model_validate({"frequency": "1s", "rateLimit": {"requestsPerSecond": 2}})
+    settings = SettingsFile(path, base=base)
+    assert settings.current.frequency == "1s"
+    assert settings.current.rate_limit.requests_per_second == 2
+    assert settings.current.rate_limit.burst == 3
