@@ -78,14 +78,33 @@ class Duration(str):
 
 
 def within(low: str, high: str) -> Any:
-    """A validator that keeps a :class:`Duration` between two bounds (inclusive)."""
-    from pydantic import AfterValidator
+    """A validator that keeps a :class:`Duration` between two bounds (inclusive).
 
-    lo, hi = parse_seconds(low), parse_seconds(high)
+    The bounds also appear in the JSON schema as ``x-duration-minimum`` and
+    ``x-duration-maximum`` (the text as written), so the CRD generator can turn
+    them into API-server rules without a second copy of the numbers.
+    """
+    return _Within(low, high, parse_seconds(low), parse_seconds(high))
 
-    def check(value: Duration) -> Duration:
-        if not lo <= value.seconds <= hi:
-            raise ValueError(f"{value} is out of range; allowed {low} .. {high}")
+
+class _Within:
+    """``Annotated`` metadata: range check on validation, bounds in the JSON schema."""
+
+    def __init__(self, low: str, high: str, lo: float, hi: float) -> None:
+        self.low, self.high, self.lo, self.hi = low, high, lo, hi
+
+    def _check(self, value: Duration) -> Duration:
+        if not self.lo <= value.seconds <= self.hi:
+            raise ValueError(f"{value} is out of range; allowed {self.low} .. {self.high}")
         return value
 
-    return AfterValidator(check)
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        result = handler(schema)
+        result["x-duration-minimum"] = self.low
+        result["x-duration-maximum"] = self.high
+        return result
