@@ -50,8 +50,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update(_fields(record))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:  # a filter may have rewritten it (the streamer redacts API keys there)
+            entry["exception"] = record.exc_text
         return orjson.dumps(entry, default=str).decode()
 
 

@@ -1,0 +1,81 @@
+"""Keep API keys out of logs, the access log included.
+
+uvicorn's access log line carries the request target with its query string,
+so ``/v1/stream?api_key=...`` would write the key to every log sink. The
+:class:`RedactingFilter`, installed on the handlers of the root logger (the
+streamer routes uvicorn's loggers there), rewrites each record before any
+formatter sees it:
+
+- ``api_key=VALUE`` in query strings (also percent-encoded names such as
+  ``api%5Fkey``, which Starlette decodes to ``api_key``) becomes
+  ``api_key=<redacted>``;
+- ``Bearer TOKEN`` and ``X-API-Key: VALUE`` / ``x-api-key=VALUE`` and
+  ``(b'x-api-key', b'VALUE')`` header dumps lose their value;
+- any configured key that still appears verbatim (say in a third-party debug
+  line) is replaced too.
+
+The message and string ``extra`` fields are redacted; a record's ``args`` are
+merged into its message first, so a key passed as a ``%s`` argument is caught
+as well. The streamer itself never logs headers or keys; this filter is the
+second line of defence for what other libraries log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+
+REDACTED = "<redacted>"
+
+# A query value ends at &, whitespace, a quote, a fragment or a closing bracket; API keys are
+# Bearer tokens (see auth.KEY_PATTERN), so none of those can be part of one, raw or percent-encoded.
+_QUERY = re.compile(r"(?i)((?:api(?:_|%5f)key)(?:=|%3d))[^&\s\"'#<>)\]]*")
+_BEARER = re.compile(r"(?i)(bearer(?:\s|%20|\+)+)[^\s\"',)\]]+")
+_HEADER = re.compile(r"(?i)(x-api-key['\"]?\s*(?:[:=]|,)\s*b?['\"]?)[^\s\"',)\]]+")
+
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every API key removed (see the module docstring for the forms)."""
+    text = _QUERY.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _HEADER.sub(lambda m: m.group(1) + REDACTED, text)
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A handler filter that redacts every record it passes (it never drops one)."""
+
+    def __init__(self, secrets: Callable[[], Iterable[str]] = tuple) -> None:
+        super().__init__()
+        self._secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = tuple(self._secrets())
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: let the handler report it as usual
+            return True
+        record.msg = redact(message, secrets)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, secrets)
+        for name, value in list(record.__dict__.items()):
+            if name not in _STANDARD and isinstance(value, str):
+                setattr(record, name, redact(value, secrets))
+        return True
+
+
+def install(secrets: Callable[[], Iterable[str]] = tuple) -> RedactingFilter:
+    """Add a :class:`RedactingFilter` to every handler of the root logger (call after ``logs.configure``)."""
+    redactor = RedactingFilter(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redactor)
+    return redactor
