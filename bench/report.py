@@ -1,0 +1,68 @@
+"""The benchmark's table: one row per target and scenario, then pulsestream / reference ratios."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+_COLUMNS = (
+    ("target", "target", "{}"),
+    ("conns", "connections", "{:d}"),
+    ("events/s", "events_per_s", "{:,.0f}"),
+    ("points/s", "points_per_s", "{:,.0f}"),
+    ("deliv%", "delivered_pct", "{:.1f}"),
+    ("p50ms", "p50", "{:.1f}"),
+    ("p90ms", "p90", "{:.1f}"),
+    ("p99ms", "p99", "{:.1f}"),
+    ("maxms", "max", "{:.0f}"),
+    ("cpu/100k", "cpu_per_100k_points", "{:.2f}"),
+    ("cores", "server_cores", "{:.2f}"),
+    ("KB/conn", "rss_kb_per_connection", "{:.1f}"),
+    ("gaps", "gaps", "{:d}"),
+    ("dups", "duplicates", "{:d}"),
+    ("errors", "error_count", "{:d}"),
+)
+#: Columns whose pulsestream / reference ratio is printed.
+_RATIOS = ("events_per_s", "points_per_s", "p50", "p99", "cpu_per_100k_points", "rss_kb_per_connection")
+
+
+def _cell(fmt: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def ratios(pulsestream: dict[str, Any], reference: dict[str, Any]) -> dict[str, float | None]:
+    """pulsestream / reference for the headline numbers; None where either is missing or zero."""
+    result: dict[str, float | None] = {}
+    for key in _RATIOS:
+        mine, theirs = pulsestream.get(key), reference.get(key)
+        result[key] = (
+            mine / theirs if isinstance(mine, int | float) and isinstance(theirs, int | float) and theirs else None
+        )
+    return result
+
+
+def render(scenarios: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table of every scenario's rows, with a ratio line where both targets ran."""
+    header = [title for title, _, _ in _COLUMNS]
+    lines: list[str] = []
+    for scenario in scenarios:
+        lines.append(f"\n## {scenario['title']}")
+        rows = [header]
+        for result in scenario["results"]:
+            rows.append([_cell(fmt, result.get(key)) for _, key, fmt in _COLUMNS])
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        for row in rows:
+            lines.append("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+        ratio = scenario.get("ratios")
+        if ratio:
+            shown = ", ".join(f"{key} {value:.3g}" for key, value in ratio.items() if value is not None)
+            lines.append(f"pulsestream / reference: {shown}")
+        for result in scenario["results"]:
+            for problem in result.get("errors", [])[:5]:
+                lines.append(f"  {result['target']}: {problem}")
+    return "\n".join(lines).lstrip("\n")

@@ -1,0 +1,271 @@
+"""One benchmark scenario: generator, then each target in turn under the same load.
+
+For a scenario the generator starts once (on a free port, at the scenario's
+frequency) and serves both targets, one after the other, so pulsestream and
+the reference are measured side by side on the same machine minutes apart.
+Per target: start it, wait for health, read its baseline memory with no
+client, open the connections, warm up, then measure for ``duration`` seconds:
+points and events received inside the window, latency per point, the
+target's CPU seconds and memory growth, and continuity from ``seq``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from bench.loadclient import LoadPlan, LoadRun, Tally
+from bench.report import ratios
+from bench.services import Service, ServiceError, cpu_seconds, free_port, grpc_serving, http_healthy, rss_bytes
+
+TARGETS = ("pulsestream", "reference")
+_BUCKET_MS = {"raw": 0, "1s": 1000, "5s": 5000, "1m": 60000}
+_REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What load to apply: N clients, R points/s per series, for D seconds."""
+
+    clients: int
+    rate: int
+    duration: float
+    warmup: float = 3.0
+    series: tuple[str, ...] = ("cpu",)
+    resolution: str = "raw"
+    flush_interval: str = "50ms"
+    window: str = "1s"
+    heartbeat: str = "15s"
+    idle: bool = False
+    client_processes: int = 0  # 0 = choose from the number of clients
+
+    @property
+    def period_ms(self) -> int:
+        """The generator period for ``rate`` points/s (whole milliseconds, 10 ms at least)."""
+        return max(10, round(1000 / self.rate))
+
+    @property
+    def step_ms(self) -> int:
+        """How far apart consecutive sequences of one series are."""
+        return _BUCKET_MS.get(self.resolution) or self.period_ms
+
+    @property
+    def title(self) -> str:
+        kind = "idle connections" if self.idle else f"{self.clients} clients x {1000 / self.period_ms:g} points/s"
+        return (
+            f"{kind}, series {','.join(self.series)}, resolution {self.resolution}, "
+            f"flush {self.flush_interval}, {self.duration:g}s measured"
+        )
+
+    def processes(self) -> int:
+        return self.client_processes or min(2, max(1, math.ceil(self.clients / 500)))
+
+    def path(self) -> str:
+        query = {"series": ",".join(self.series), "resolution": self.resolution, "window": self.window, "format": "d3"}
+        return "/v1/stream?" + urlencode(query, safe=",")
+
+    def settings_document(self) -> dict[str, Any]:
+        """The live settings file both services read (the shape of a StreamConfig spec)."""
+        return {
+            "frequency": f"{self.period_ms}ms",
+            "series": sorted(set(self.series) | {"cpu", "memory", "requests", "latency"}),
+            "flushInterval": self.flush_interval,
+            "heartbeatInterval": self.heartbeat,
+            "retention": "2m",
+            # Every bench connection comes from 127.0.0.1: lift the per-client limits to their maxima.
+            "rateLimit": {"requestsPerSecond": 100000, "burst": 1000000, "maxStreamsPerClient": 10000},
+        }
+
+
+def _base_env() -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("GENERATOR_", "STREAMER_", "OTEL_", "PULSESTREAM_"))
+    }
+    env.update({"LOG_LEVEL": "warning", "OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none"})
+    return env
+
+
+def _console_script(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+@contextmanager
+def _generator(scenario: Scenario, settings_path: Path, log_dir: Path) -> Iterator[tuple[Service, int]]:
+    port = free_port()
+    env = _base_env() | {
+        "GENERATOR_PORT": str(port),
+        "GENERATOR_METRICS_PORT": "0",
+        "GENERATOR_FREQUENCY": f"{scenario.period_ms}ms",
+        # The reference opens one gRPC stream per browser on one channel: allow all of them.
+        "GENERATOR_MAX_CONCURRENT_STREAMS": "100000",
+        "PULSESTREAM_SETTINGS_FILE": str(settings_path),
+    }
+    with Service("generator", [_console_script("pulsestream-generator")], env, log_dir, _REPO) as service:
+        service.wait_until(grpc_serving(port), 60, "serving")
+        yield service, port
+
+
+def _target_service(
+    target: str, scenario: Scenario, gen_port: int, settings_path: Path, log_dir: Path
+) -> tuple[Service, int]:
+    port = free_port()
+    if target == "pulsestream":
+        env = _base_env() | {
+            "STREAMER_PORT": str(port),
+            "STREAMER_GENERATOR_ADDRESS": f"127.0.0.1:{gen_port}",
+            "PULSESTREAM_SETTINGS_FILE": str(settings_path),
+        }
+        argv = [_console_script("pulsestream-streamer")]
+    else:
+        env = _base_env()
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.reference",
+            "--port",
+            str(port),
+            "--generator",
+            f"127.0.0.1:{gen_port}",
+            "--ping",
+            str(_seconds(scenario.heartbeat)),
+        ]
+    return Service(target, argv, env, log_dir, _REPO), port
+
+
+def _seconds(duration: str) -> float:
+    from pulsestream.durations import parse_seconds
+
+    return parse_seconds(duration)
+
+
+def _sleep_until(deadline: float, services: Sequence[Service]) -> None:
+    while (left := deadline - time.time()) > 0:
+        for service in services:
+            service.check_alive()
+        time.sleep(min(left, 0.2))
+
+
+def measure_target(
+    target: str, scenario: Scenario, *, gen: Service, gen_port: int, settings: Path, logs: Path
+) -> dict[str, Any]:
+    """Run the scenario's load against one target; returns the row of numbers the report prints."""
+    service, port = _target_service(target, scenario, gen_port, settings, logs)
+    row: dict[str, Any] = {"target": target, "clients": scenario.clients, "errors": []}
+    with service:
+        service.wait_until(http_healthy(port), 60, "healthy")
+        time.sleep(0.5)  # let start-up allocations settle before the baseline
+        rss_base = rss_bytes(service.pid)
+        plan = LoadPlan(
+            host="127.0.0.1",
+            port=port,
+            path=scenario.path(),
+            connections=scenario.clients,
+            step_ms=scenario.step_ms,
+            max_duration=120 + scenario.duration + scenario.warmup + scenario.clients / 50,
+        )
+        with LoadRun(plan, scenario.processes()) as load:
+            connect_started = time.time()
+            deadline = connect_started + 60 + scenario.clients / 50
+            while load.opened() + load.failed() < scenario.clients and time.time() < deadline:
+                service.check_alive()
+                if not load.alive():
+                    break
+                time.sleep(0.05)
+            row["connect_seconds"] = round(time.time() - connect_started, 2)
+            start = time.time() + scenario.warmup
+            end = start + scenario.duration
+            load.control.set_window(start, end)
+            _sleep_until(start, [service, gen])
+            cpu0, gen_cpu0 = cpu_seconds(service.pid), cpu_seconds(gen.pid)
+            load_cpu0 = sum(cpu_seconds(pid) for pid in load.pids)
+            _sleep_until(end, [service, gen])
+            cpu1, gen_cpu1 = cpu_seconds(service.pid), cpu_seconds(gen.pid)
+            load_cpu1 = sum(cpu_seconds(pid) for pid in load.pids)
+            rss_end = rss_bytes(service.pid)
+            tally = load.collect(timeout=30 + scenario.clients / 200)
+    row.update(_numbers(scenario, tally, cpu1 - cpu0, rss_end - rss_base, rss_base))
+    row["generator_cores"] = round((gen_cpu1 - gen_cpu0) / scenario.duration, 3)
+    row["load_client_cores"] = round((load_cpu1 - load_cpu0) / scenario.duration, 3)
+    return row
+
+
+def _numbers(scenario: Scenario, tally: Tally, cpu: float, rss_growth: int, rss_base: int) -> dict[str, Any]:
+    duration = scenario.duration
+    opened = tally.opened
+    expected = opened * len(scenario.series) * duration * 1000 / scenario.step_ms
+    latency = tally.histogram.summary()
+    errors = [f"{count} x {text}" for text, count in tally.errors.most_common(8)]
+    if tally.refused:
+        errors.insert(0, f"{tally.refused} connections refused, statuses {dict(tally.statuses)}")
+    if opened < scenario.clients:
+        errors.insert(0, f"only {opened} of {scenario.clients} connections opened")
+    return {
+        "connections": opened,
+        "events_per_s": tally.events / duration,
+        "points_per_s": tally.points / duration,
+        "expected_points_per_s": expected / duration,
+        "delivered_pct": 100.0 * tally.points / expected if expected and not scenario.idle else None,
+        "points": tally.points,
+        "events": tally.events,
+        "snapshot_events": tally.snapshot_events,
+        "p50": latency["p50"],
+        "p90": latency["p90"],
+        "p99": latency["p99"],
+        "max": latency["max"],
+        "negative_latencies": tally.histogram.negative,
+        "server_cpu_seconds": round(cpu, 3),
+        "server_cores": cpu / duration,
+        "cpu_per_100k_points": cpu / tally.points * 100_000 if tally.points else None,
+        "cpu_per_100k_events": cpu / tally.events * 100_000 if tally.events else None,
+        "rss_base_mb": rss_base / 2**20,
+        "rss_kb_per_connection": rss_growth / 1024 / opened if opened else None,
+        "heartbeats_per_connection": tally.heartbeats / opened if opened else None,
+        "gaps": tally.gaps,
+        "missing": tally.missing,
+        "duplicates": tally.duplicates,
+        "resets": tally.resets,
+        "linked_sequences": tally.linked,
+        "closed_early": tally.closed_early,
+        "other_events": dict(tally.other_events),
+        "statuses": {str(code): count for code, count in tally.statuses.items()},
+        "error_count": sum(tally.errors.values()) + tally.refused + tally.closed_early + (scenario.clients - opened),
+        "errors": errors,
+    }
+
+
+def run_scenario(scenario: Scenario, targets: Sequence[str], log_root: Path | None = None) -> dict[str, Any]:
+    """Measure every target under ``scenario``; a target that fails to run gets a row with its error."""
+    with ExitStack() as stack:
+        if log_root is None:
+            log_root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pulsestream-bench-")))
+        settings = log_root / "settings.json"
+        settings.write_text(json.dumps(scenario.settings_document(), indent=2))
+        results: list[dict[str, Any]] = []
+        with _generator(scenario, settings, log_root) as (gen, gen_port):
+            for target in targets:
+                try:
+                    results.append(
+                        measure_target(target, scenario, gen=gen, gen_port=gen_port, settings=settings, logs=log_root)
+                    )
+                except ServiceError as error:
+                    results.append({"target": target, "errors": [str(error)], "error_count": 1})
+        by_target = {row["target"]: row for row in results}
+        both = "pulsestream" in by_target and "reference" in by_target
+        return {
+            "title": scenario.title,
+            "scenario": asdict(scenario),
+            "results": results,
+            "ratios": ratios(by_target["pulsestream"], by_target["reference"]) if both else None,
+        }
