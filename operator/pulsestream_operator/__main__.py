@@ -1,0 +1,28 @@
+"""``pulsestream-operator``: reconcile StreamConfigs, configured by ``OPERATOR_*`` variables.
+
+Exit status 2 and one message when a setting is invalid, before any
+connection is made.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pulsestream import logs
+from pulsestream.envsettings import SettingsError
+from pulsestream_operator.running import operate
+from pulsestream_operator.settings import OperatorSettings
+
+
+def main() -> None:
+    try:
+        settings = OperatorSettings.from_env()
+    except SettingsError as error:
+        print(f"pulsestream-operator: {error}", file=sys.stderr)
+        sys.exit(2)
+    logs.configure(settings.log_level, settings.log_format, "pulsestream-operator")
+    operate(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""The kopf handlers: from a ``StreamConfig`` to the ConfigMap the pods mount.
+
+Every create, update and resume runs the same level-based :func:`reconcile`:
+validate (:func:`pulsestream.spec.parse_spec`, then :mod:`.checks`), render
+the settings file, create or patch the ConfigMap only if it differs, roll the
+target's Deployments when a change cannot apply live, and write ``status``.
+
+A bad spec is an answer, not an error: the last good settings stay in the
+ConfigMap, ``Ready`` turns ``False`` with the reason, a Warning Event says
+why, and the handler returns, so kopf does not retry a spec that cannot get
+better by itself. API trouble is the opposite: :class:`kopf.TemporaryError`,
+retried with a delay.
+
+Deletion needs no handler work: the ConfigMap's owner reference lets the
+garbage collector remove it, so there is no finalizer to block a delete
+while the operator is down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from pulsestream.spec import SpecError, StreamSpec, parse_spec
+from pulsestream_operator import checks, conditions, rendering
+from pulsestream_operator.crd import GROUP, PLURAL, VERSION
+from pulsestream_operator.kubeapi import KubeClient, KubeError
+from pulsestream_operator.settings import OperatorSettings
+
+logger = logging.getLogger(__name__)
+
+#: Prefix of kopf's own bookkeeping annotations on StreamConfigs (progress, last handled spec).
+ANNOTATION_PREFIX = "pulsestream.io"
+#: Delay before kopf retries a reconcile that hit an API error.
+RETRY_DELAY = 10.0
+
+
+@dataclass
+class Runtime:
+    """What the handlers share, kept in kopf's memo: the settings and the API client."""
+
+    settings: OperatorSettings
+    api: KubeClient
+
+
+def _runtime(memo: kopf.Memo) -> Runtime:
+    runtime = memo.get("runtime")
+    if not isinstance(runtime, Runtime):
+        settings = memo.get("settings")
+        if not isinstance(settings, OperatorSettings):  # started as `kopf run -m pulsestream_operator.handlers`
+            settings = OperatorSettings.from_env()
+        runtime = Runtime(settings=settings, api=KubeClient(lambda: _credentials(settings)))
+        memo["runtime"] = runtime
+    return runtime
+
+
+async def _credentials(settings: OperatorSettings) -> kopf.ConnectionInfo | None:
+    kopf_settings = kopf.OperatorSettings()
+    if settings.server:
+        return kopf.ConnectionInfo(server=settings.server, default_namespace="default")
+    return kopf.login_with_service_account(settings=kopf_settings) or kopf.login_with_kubeconfig(settings=kopf_settings)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Keep kopf's bookkeeping under our own annotation prefix and build the shared runtime."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    runtime = _runtime(memo)
+    logger.info(
+        "operator configured",
+        extra={
+            "namespaces": runtime.settings.namespace_list or "all",
+            "configmap_name": runtime.settings.configmap_name,
+            "roll_on": sorted(runtime.settings.rolling_fields),
+        },
+    )
+
+
+@kopf.on.login()
+async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo | None:
+    """An explicit server (tests, ``kubectl proxy``), else the service account, else the kubeconfig."""
+    runtime = _runtime(memo)
+    info = await _credentials(runtime.settings)
+    if info is None:
+        raise kopf.LoginError("no credentials: not in a pod, no kubeconfig, and OPERATOR_SERVER is empty")
+    await runtime.api.use(info)
+    logger.info("logged in", extra={"server": info.server})
+    return info
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    await _runtime(memo).api.close()
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+async def reconcile(
+    *,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    name: str,
+    namespace: str | None,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    reason: str,
+    **_: Any,
+) -> None:
+    """Bring the ConfigMap, the Deployments and ``status`` in line with the spec (idempotent)."""
+    if namespace is None:  # the CRD is namespaced; kopf's signature allows cluster objects
+        raise kopf.PermanentError("a StreamConfig must be in a namespace")
+    runtime = _runtime(memo)
+    generation = meta.get("generation")
+    raw = dict(spec)
+    try:
+        parsed = parse_spec(raw)
+    except SpecError as error:
+        _reject(
+            body=body,
+            status=status,
+            patch=patch,
+            generation=generation,
+            problems=[checks.Problem("InvalidSpec", str(error))],
+            cause=reason,
+        )
+        return
+    problems = checks.problems(parsed)
+    if problems:
+        _reject(body=body, status=status, patch=patch, generation=generation, problems=problems, cause=reason)
+        return
+    try:
+        await _apply(
+            runtime=runtime,
+            body=body,
+            parsed=parsed,
+            raw=raw,
+            status=status,
+            patch=patch,
+            name=name,
+            namespace=namespace,
+            generation=generation,
+            cause=reason,
+        )
+    except KubeError as error:
+        logger.warning(
+            "reconcile of %s/%s failed, will retry: %s",
+            namespace,
+            name,
+            error,
+            extra={"namespace": namespace, "streamconfig": name, "generation": generation},
+        )
+        raise kopf.TemporaryError(f"Kubernetes API: {error}", delay=RETRY_DELAY) from error
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def deleted(*, name: str, namespace: str | None, status: kopf.Status, **_: Any) -> None:
+    """Log only: the ConfigMap's owner reference lets Kubernetes' garbage collector remove it."""
+    logger.info(
+        "streamconfig %s/%s deleted; ConfigMap %s goes with it (owner reference)",
+        namespace,
+        name,
+        status.get("configMap"),
+        extra={"namespace": namespace, "streamconfig": name},
+    )
+
+
+async def _apply(
+    *,
+    runtime: Runtime,
+    body: kopf.Body,
+    parsed: StreamSpec,
+    raw: Mapping[str, Any],
+    status: kopf.Status,
+    patch: kopf.Patch,
+    name: str,
+    namespace: str,
+    generation: int | None,
+    cause: str,
+) -> None:
+    settings = runtime.settings
+    api = runtime.api
+    document = rendering.as_written(parsed, raw)
+    version = parsed.version()
+    target = parsed.target or name
+    cm_name = settings.configmap_for(name, parsed.target)
+    desired = rendering.configmap(
+        name=cm_name,
+        namespace=namespace,
+        key=settings.settings_key,
+        text=rendering.settings_file(document, f"{namespace}/{name}"),
+        version=version,
+        streamconfig=name,
+    )
+    kopf.append_owner_reference(desired, owner=body)
+    uid = str(body.metadata.uid)
+
+    existing = await api.get_configmap(namespace, cm_name)
+    owner = rendering.controller_uid(existing) if existing else None
+    if existing is not None and owner not in (None, uid):
+        message = f"ConfigMap {cm_name} is controlled by another object (uid {owner}); not overwriting it"
+        _reject(
+            body=body,
+            status=status,
+            patch=patch,
+            generation=generation,
+            problems=[checks.Problem("ConfigMapConflict", message)],
+            cause=cause,
+        )
+        return
+    before = rendering.read_settings((existing or {}).get("data", {}).get(settings.settings_key))
+    if existing is None:
+        await api.create_configmap(namespace, desired)
+        outcome = "created"
+    else:
+        change = rendering.configmap_patch(existing, desired)
+        if change is not None:
+            await api.patch_configmap(namespace, cm_name, change)
+        outcome = "patched" if change is not None else "unchanged"
+
+    previous_cm = status.get("configMap")
+    retargeted = bool(previous_cm) and previous_cm != cm_name
+    if retargeted:
+        old = await api.get_configmap(namespace, str(previous_cm))
+        if old is not None and rendering.controller_uid(old) == uid:
+            await api.delete_configmap(namespace, str(previous_cm))
+    changed = rendering.changed_fields(before, document)
+    rolling = sorted(settings.rolling_fields & set(changed)) if before is not None else []
+    rolled: list[str] = []
+    if retargeted or rolling:
+        rolled = await _roll(api, settings, namespace, target, version)
+
+    message = f"settings {version} are in ConfigMap {cm_name}"
+    _set_status(
+        status,
+        patch,
+        generation=generation,
+        ready=True,
+        reason="Applied",
+        message=message,
+        extra={"configMap": cm_name, "settingsHash": version},
+    )
+    logger.info(
+        "reconciled %s/%s generation %s (%s): ConfigMap %s %s; changed %s%s",
+        namespace,
+        name,
+        generation,
+        cause,
+        cm_name,
+        outcome,
+        ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items()) or "nothing",
+        f"; rolled {', '.join(rolled)}" if rolled else "",
+        extra={
+            "namespace": namespace,
+            "streamconfig": name,
+            "generation": generation,
+            "cause": cause,
+            "configmap": cm_name,
+            "outcome": outcome,
+            "changed": sorted(changed),
+            "settings_hash": version,
+            "rolled": rolled,
+        },
+    )
+    if outcome != "unchanged":
+        kopf.info(body, reason="SettingsApplied", message=f"{message} ({outcome})")
+    if rolled:
+        why = "target changed" if retargeted else f"{', '.join(rolling)} changed"
+        kopf.info(body, reason="Rolled", message=f"rolled Deployments {', '.join(rolled)}: {why}")
+
+
+async def _roll(api: KubeClient, settings: OperatorSettings, namespace: str, target: str, version: str) -> list[str]:
+    """Annotate the pod template of each target Deployment with ``version``; returns those changed."""
+    rolled = []
+    for deployment in await api.list_deployments(namespace, settings.target_label, target):
+        dep_name = deployment["metadata"]["name"]
+        template = deployment.get("spec", {}).get("template", {}).get("metadata", {}) or {}
+        if (template.get("annotations") or {}).get(rendering.HASH_ANNOTATION) == version:
+            continue
+        await api.patch_deployment(namespace, dep_name, rendering.rollout_patch(version))
+        rolled.append(dep_name)
+    return rolled
+
+
+def _reject(
+    *,
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    generation: int | None,
+    problems: list[checks.Problem],
+    cause: str,
+) -> None:
+    """Ready=False with the first problem's reason; a Warning Event when the verdict is new."""
+    reason = problems[0].reason
+    message = "; ".join(problem.message for problem in problems)
+    previous = conditions.find(status.get("conditions"), conditions.READY)
+    is_new = (
+        previous is None
+        or previous.get("status") != "False"
+        or previous.get("message") != message
+        or status.get("observedGeneration") != generation
+    )
+    _set_status(status, patch, generation=generation, ready=False, reason=reason, message=message, extra={})
+    meta = body.metadata
+    logger.warning(
+        "rejected %s/%s generation %s (%s): %s: %s; keeping the last good settings",
+        meta.namespace,
+        meta.name,
+        generation,
+        cause,
+        reason,
+        message,
+        extra={"namespace": meta.namespace, "streamconfig": meta.name, "generation": generation, "reason": reason},
+    )
+    if is_new:
+        kopf.warn(body, reason=reason, message=message)
+
+
+def _set_status(
+    status: kopf.Status,
+    patch: kopf.Patch,
+    *,
+    generation: int | None,
+    ready: bool,
+    reason: str,
+    message: str,
+    extra: Mapping[str, Any],
+) -> None:
+    """Patch only the status fields that differ (an unchanged status is not written)."""
+    desired: dict[str, Any] = dict(extra)
+    if generation is not None:
+        desired["observedGeneration"] = generation
+    desired["conditions"] = conditions.merge(
+        status.get("conditions"),
+        type_=conditions.READY,
+        status=ready,
+        reason=reason,
+        message=message,
+        generation=generation,
+        at=conditions.now(),
+    )
+    for key, value in desired.items():
+        if status.get(key) != value:
+            patch.status[key] = value
