@@ -1,0 +1,174 @@
+"""The gate in front of ``/v1/*``: per-client rate limit, API key check, concurrent-stream cap.
+
+An ASGI middleware rather than a route dependency, for two reasons: it sees
+a streaming response end (the wrapped app returns only when the SSE stream is
+over), so the stream cap counts exactly the streams that are open; and it
+answers before any route runs, so a refused request costs no parsing, no
+upstream subscription and no log line beyond a debug one.
+
+Per request to ``/v1/*`` (and to ``/health`` and ``/metrics`` when
+``protect_health_and_metrics`` is on, without rate limit or stream cap, so
+probes are never throttled):
+
+1. the client is identified (:mod:`.clientid`: an accepted key, else the address);
+2. the client's token bucket must hold a token, else ``429`` + ``Retry-After``
+   (before the key check, so guessing keys is throttled too);
+3. the key must be accepted (:mod:`.auth`), else ``401`` + ``WWW-Authenticate: Bearer``;
+4. for ``/v1/stream``, the client must hold fewer than ``maxStreamsPerClient``
+   streams, else ``429`` + ``Retry-After``.
+
+Error bodies are ``{"error": {"code": ..., "message": ...}}`` and never hold a key.
+Limits follow the live settings: the current ``rateLimit`` is read on every
+request and applied when it changed; the key file is re-read at most every
+``poll_interval`` seconds, on the request path, so rotation needs no task.
+CORS preflights (``OPTIONS`` with ``Access-Control-Request-Method``) pass
+through untouched: the CORS middleware, outside this one, answers them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from pulsestream.spec import RateLimit
+from pulsestream_streamer.auth import KeyStore, presented_key
+from pulsestream_streamer.clientid import ClientIdentifier
+from pulsestream_streamer.ratelimit import RateLimiter, retry_after_header
+
+logger = logging.getLogger(__name__)
+
+STREAM_PATH = "/v1/stream"
+PROTECTABLE = ("/health", "/metrics")
+
+
+class AccessGate:
+    """Everything the middleware decides with: keys, client ids, limits, and the live limits source."""
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        clients: ClientIdentifier,
+        limiter: RateLimiter,
+        limits: Callable[[], RateLimit] | None = None,
+        *,
+        protect_health_and_metrics: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.keys = keys
+        self.clients = clients
+        self.limiter = limiter
+        self._limits = limits
+        self.protect_health_and_metrics = protect_health_and_metrics
+        self._clock = clock
+        self._next_key_check = clock() + keys.poll_interval
+
+    def refresh(self) -> None:
+        """Apply a changed ``rateLimit`` and re-read the key file when its poll interval has passed."""
+        if self._limits is not None:
+            limits = self._limits()
+            if limits != self.limiter.limits:
+                logger.info(
+                    "rate limits applied",
+                    extra={
+                        "requests_per_second": limits.requests_per_second,
+                        "burst": limits.burst,
+                        "max_streams_per_client": limits.max_streams_per_client,
+                    },
+                )
+                self.limiter.configure(limits)
+        now = self._clock()
+        if self.keys.key_file is not None and now >= self._next_key_check:
+            self._next_key_check = now + self.keys.poll_interval
+            self.keys.reload()
+
+
+Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def _json(status: int, code: str, message: str, headers: dict[str, str]) -> Response:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+    ]
+    return status, raw, body
+
+
+class AccessMiddleware:
+    """ASGI middleware applying an :class:`AccessGate` (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, gate: AccessGate) -> None:
+        self.app = app
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        is_v1 = path == "/v1" or path.startswith("/v1/")
+        protected = is_v1 or (self.gate.protect_health_and_metrics and path in PROTECTABLE)
+        headers = Headers(scope=scope)
+        if not protected or (scope["method"] == "OPTIONS" and "access-control-request-method" in headers):
+            await self.app(scope, receive, send)
+            return
+
+        gate = self.gate
+        gate.refresh()
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        key = presented_key(headers, query)
+        accepted = gate.keys.accepts(key)
+        peer = scope.get("client")
+        client = gate.clients.identify(
+            key if accepted and not gate.keys.open else None,
+            peer[0] if peer else None,
+            ", ".join(headers.getlist("x-forwarded-for")) or None,
+        )
+        if is_v1:
+            wait = gate.limiter.acquire(client)
+            if wait:
+                logger.debug("request refused: rate limit", extra={"client": client, "path": path})
+                await _send(send, *_json(429, "rate_limited", _rate_message(gate), _retry(wait)))
+                return
+        if not accepted:
+            logger.debug("request refused: %s API key", "wrong" if key else "no", extra={"client": client})
+            message = "a valid API key is required: Authorization: Bearer, X-API-Key or the api_key query parameter"
+            challenge = {"www-authenticate": 'Bearer realm="pulsestream"'}
+            await _send(send, *_json(401, "unauthorized", message, challenge))
+            return
+        if path != STREAM_PATH:
+            await self.app(scope, receive, send)
+            return
+        wait = gate.limiter.open_stream(client)
+        if wait:
+            logger.debug("stream refused: cap reached", extra={"client": client})
+            cap = gate.limiter.limits.max_streams_per_client
+            message = f"at most {cap} concurrent streams per client; close one or retry later"
+            await _send(send, *_json(429, "too_many_streams", message, _retry(wait)))
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gate.limiter.close_stream(client)
+
+
+def _retry(seconds: float) -> dict[str, str]:
+    return {"retry-after": retry_after_header(seconds)}
+
+
+def _rate_message(gate: AccessGate) -> str:
+    limits = gate.limiter.limits
+    return f"rate limit of {limits.requests_per_second:g} requests/s (burst {limits.burst}) per client exceeded"
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

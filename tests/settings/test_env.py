@@ -1,0 +1,212 @@
+"""Every environment variable of every service is read, and a bad value stops the service with a clear message.
+
+The cases are derived from each settings model's JSON schema (type, range, choices, duration bounds), so a
+new field is covered the moment it is declared; fields whose valid values a schema cannot describe (host:port
+lists, key lists, name patterns) take their examples from ``EXAMPLES``, and a pattern-constrained field
+without one fails the test rather than going untested.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pulsestream_generator.settings import GeneratorSettings
+from pulsestream_operator.settings import OperatorSettings
+from pulsestream_streamer.settings import StreamerSettings
+
+from pulsestream.durations import format_seconds, parse_seconds
+from pulsestream.envsettings import EnvSettings, SettingsError
+
+MODELS: tuple[type[EnvSettings], ...] = (GeneratorSettings, StreamerSettings, OperatorSettings)
+
+
+@dataclass(frozen=True)
+class Example:
+    """A valid non-default text, invalid texts, and variables that must be set alongside."""
+
+    valid: str
+    invalid: tuple[str, ...] = ()
+    alongside: dict[str, str] = field(default_factory=dict)
+
+
+#: Fields whose valid values the JSON schema does not spell out.
+EXAMPLES: dict[str, Example] = {
+    "GENERATOR_SERIES": Example("alpha,beta_2", ("Bad Name", "cpu,cpu")),
+    "STREAMER_SERIES": Example("alpha,beta_2", ("Bad Name",)),
+    "GENERATOR_TLS_CERT_FILE": Example("/tls/tls.crt", alongside={"GENERATOR_TLS_KEY_FILE": "/tls/tls.key"}),
+    "GENERATOR_TLS_KEY_FILE": Example("/tls/tls.key", alongside={"GENERATOR_TLS_CERT_FILE": "/tls/tls.crt"}),
+    "STREAMER_GENERATOR_ADDRESS": Example("10.0.0.1:50051,gen-1:50051", ("no-port", "host:http")),
+    "STREAMER_API_KEYS": Example("k1-abc,k2_def=", ("has space,k2",)),
+    "STREAMER_CORS_ALLOWED_ORIGINS": Example("https://a.example,http://localhost:3000", ("a.example",)),
+    "STREAMER_TRUSTED_PROXIES": Example("10.0.0.0/8,fd00::/8", ("10.0.0.300",)),
+    "OPERATOR_CONFIGMAP_NAME": Example("{name}-live", ("Bad_Name", "{nope}-x")),
+    "OPERATOR_SETTINGS_KEY": Example("live.json", ("a/b",)),
+    "OPERATOR_ROLL_ON": Example("frequency,series", ("colour",)),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    model: type[EnvSettings]
+    field: str
+    variable: str
+    valid: str
+    invalid: tuple[str, ...]
+    alongside: dict[str, str]
+
+    def __str__(self) -> str:
+        return self.variable
+
+
+def _text(value: Any) -> str:
+    """A settings value as it is written in the environment."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def _number_case(schema: dict[str, Any], default: Any, integer: bool) -> tuple[str, tuple[str, ...]]:
+    low = schema.get("minimum", schema.get("exclusiveMinimum", -math.inf))
+    high = schema.get("maximum", schema.get("exclusiveMaximum", math.inf))
+    step = 1 if integer else 0.5
+    valid = default + step if default + step < high or default + step == schema.get("maximum") else default - step
+    invalid = ["twelve"]
+    if "maximum" in schema:
+        invalid.append(str(schema["maximum"] + step))
+    if "exclusiveMaximum" in schema:
+        invalid.append(str(schema["exclusiveMaximum"]))
+    if "minimum" in schema:
+        invalid.append(str(schema["minimum"] - step))
+    if "exclusiveMinimum" in schema:
+        invalid.append(str(schema["exclusiveMinimum"]))
+    assert low <= valid <= high
+    return str(valid), tuple(invalid)
+
+
+def _duration_case(schema: dict[str, Any], default: str) -> tuple[str, tuple[str, ...]]:
+    low = parse_seconds(schema["x-duration-minimum"])
+    high = parse_seconds(schema["x-duration-maximum"])
+    candidates = ("250ms", "2s", "45s", "3m", "100ms", "20ms", "1h")
+    valid = next(
+        c for c in candidates if low <= parse_seconds(c) <= high and parse_seconds(c) != parse_seconds(default)
+    )
+    invalid = ["soon", format_seconds(high * 2 + 1)]
+    if low > 0:
+        invalid.append("0ms")
+    return valid, tuple(invalid)
+
+
+def _derive(model: type[EnvSettings], name: str) -> Case:
+    variable = model.env_name(name)
+    info = model.model_fields[name]
+    default = info.get_default(call_default_factory=True)
+    example = EXAMPLES.get(variable)
+    if example is not None:
+        return Case(model, name, variable, example.valid, example.invalid, example.alongside)
+    schema = model.model_json_schema()["properties"][name]
+    kind = schema.get("type")
+    if "enum" in schema:
+        valid = next(choice for choice in schema["enum"] if choice != default)
+        return Case(model, name, variable, str(valid), ("nonsense",), {})
+    if kind == "boolean":
+        return Case(model, name, variable, _text(not default), ("maybe",), {})
+    if kind in ("integer", "number"):
+        valid, invalid = _number_case(schema, default, kind == "integer")
+        return Case(model, name, variable, valid, invalid, {})
+    if kind == "string" and "x-duration-minimum" in schema:
+        valid, invalid = _duration_case(schema, str(default))
+        return Case(model, name, variable, valid, invalid, {})
+    if kind == "string" and "pattern" not in schema:
+        return Case(model, name, variable, "some-value", (), {})  # free text: nothing is invalid
+    raise AssertionError(f"{variable}: add an example to EXAMPLES (its schema {schema} allows no derived value)")
+
+
+def _cases() -> Iterator[Case]:
+    for model in MODELS:
+        for name in model.model_fields:
+            yield _derive(model, name)
+
+
+CASES = list(_cases())
+INVALID = [(case, bad) for case in CASES for bad in case.invalid]
+
+
+def test_every_field_of_every_service_has_a_case() -> None:
+    variables = {case.variable for case in CASES}
+    for model in MODELS:
+        assert {model.env_name(name) for name in model.model_fields} <= variables
+
+
+def test_the_defaults_start_without_any_environment() -> None:
+    for model in MODELS:
+        model.from_env({})
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_each_variable_is_read_and_its_value_round_trips(case: Case) -> None:
+    default = case.model.from_env({})
+    settings = case.model.from_env({case.variable: case.valid, **case.alongside})
+    value = getattr(settings, case.field)
+    assert _text(value) != _text(getattr(default, case.field)), f"{case.variable} was not read"
+    assert _text(value) == case.valid or float(_text(value)) == float(case.valid)
+
+
+@pytest.mark.parametrize(("case", "bad"), INVALID, ids=[f"{c.variable}={b}" for c, b in INVALID])
+def test_a_bad_value_names_the_variable_the_value_and_what_is_allowed(case: Case, bad: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        case.model.from_env({case.variable: bad, **case.alongside})
+    message = str(caught.value)
+    assert case.variable in message
+    if case.model.is_secret(case.field):
+        assert bad not in message and "<hidden>" in message
+    else:
+        assert repr(bad) in message
+    description = case.model.model_fields[case.field].description or ""
+    assert f"expected: {description}" in message
+    assert "\n" not in message
+
+
+def test_a_secret_value_is_never_echoed() -> None:
+    secrets = [case for case in CASES if case.model.is_secret(case.field)]
+    assert {case.variable for case in secrets} >= {"STREAMER_API_KEYS", "GENERATOR_TLS_KEY_FILE"}
+
+
+def test_cors_refuses_a_wildcard_origin_together_with_credentials() -> None:
+    env = {"STREAMER_CORS_ALLOWED_ORIGINS": "*", "STREAMER_CORS_ALLOW_CREDENTIALS": "true"}
+    with pytest.raises(SettingsError, match=r"STREAMER_CORS_ALLOW_CREDENTIALS='true' is invalid.*wildcard"):
+        StreamerSettings.from_env(env)
+    assert StreamerSettings.from_env({**env, "STREAMER_CORS_ALLOW_CREDENTIALS": "false"}).cors_allowed_origins == ["*"]
+    explicit = {**env, "STREAMER_CORS_ALLOWED_ORIGINS": "https://dash.example"}
+    assert StreamerSettings.from_env(explicit).cors_allow_credentials
+
+
+def test_the_rate_limit_variables_are_the_base_of_the_live_settings() -> None:
+    env = {"STREAMER_RATE_LIMIT_REQUESTS_PER_SECOND": "2.5", "STREAMER_RATE_LIMIT_BURST": "3"}
+    limits = StreamerSettings.from_env({**env, "STREAMER_MAX_STREAMS_PER_CLIENT": "2"}).base_spec().rate_limit
+    assert (limits.requests_per_second, limits.burst, limits.max_streams_per_client) == (2.5, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "value"),
+    [
+        ("pulsestream-streamer", "STREAMER_PORT", "eighty"),
+        ("pulsestream-generator", "GENERATOR_PORT", "99999"),
+    ],
+)
+def test_a_service_with_a_bad_value_exits_non_zero_with_one_clear_line(command: str, variable: str, value: str) -> None:
+    executable = os.path.join(os.path.dirname(sys.executable), command)
+    env = {"PATH": os.environ.get("PATH", ""), variable: value}
+    result = subprocess.run([executable], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0] and repr(value) in lines[0]
