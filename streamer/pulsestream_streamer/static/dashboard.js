@@ -108,18 +108,13 @@
 
   // ---------------------------------------------------------------- series metadata
 
+  /** An expected range as [lo, hi], from the shapes /v1/series and meta use; null when unknown (lo >= hi). */
   function pickRange(e) {
-    const r = e.range ?? e.expected_range ?? e.expectedRange ?? e.domain ?? null;
-    if (Array.isArray(r) && r.length === 2) return [Number(r[0]), Number(r[1])];
-    if (r && typeof r === "object") {
-      const lo = r.min ?? r.low ?? r.lo;
-      const hi = r.max ?? r.high ?? r.hi;
-      if (Number.isFinite(lo) && Number.isFinite(hi)) return [lo, hi];
-    }
-    const lo = e.min ?? e.expected_min ?? e.expectedMin;
-    const hi = e.max ?? e.expected_max ?? e.expectedMax;
-    if (Number.isFinite(lo) && Number.isFinite(hi)) return [lo, hi];
-    return null;
+    const valid = (lo, hi) => (Number.isFinite(lo) && Number.isFinite(hi) && lo < hi ? [lo, hi] : null);
+    const r = e.expectedRange ?? e.expected_range ?? e.range ?? e.domain ?? null;
+    if (Array.isArray(r) && r.length === 2) return valid(Number(r[0]), Number(r[1]));
+    if (r && typeof r === "object") return valid(r.min ?? r.low, r.max ?? r.high);
+    return valid(e.expectedMin ?? e.expected_min ?? e.min, e.expectedMax ?? e.expected_max ?? e.max);
   }
 
   function absorbSeriesList(body) {
@@ -141,11 +136,12 @@
   function absorbMeta(meta) {
     if (!meta || typeof meta !== "object") return;
     state.meta = meta;
-    const units = meta.units ?? meta.y?.units;
+    if (Array.isArray(meta.series)) absorbSeriesList(meta.series);
+    const units = meta.units;
     if (units && typeof units === "object") {
       for (const [name, unit] of Object.entries(units)) info(name).unit = unit;
     }
-    const domains = meta.domains ?? meta.y?.domains;
+    const domains = meta.yDomains ?? meta.domains;
     if (domains && typeof domains === "object") {
       for (const [name, dom] of Object.entries(domains)) {
         const range = pickRange({ range: dom });
@@ -286,7 +282,9 @@
     absorbMeta(body.meta);
     if (kind === "snapshot") {
       state.snapshots += 1;
-      if (body.meta && body.meta.reset) buffers.clear(); // the server could not resume: start over
+      // reset: the server could not honour our cursor, so its snapshot replaces what we hold; otherwise
+      // (a fresh stream, or resumed: exactly the points missed) merging by sequence is right either way.
+      if (body.reset || body.meta?.reset) buffers.clear();
     }
     const points = Array.isArray(body.points) ? body.points : [];
     const receivedAt = Date.now();

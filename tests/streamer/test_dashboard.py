@@ -1,0 +1,284 @@
+"""The dashboard in a real headless Chromium, fed by the real generator and streamer over loopback.
+
+The page must fill its chart and table from a real ``EventSource`` (through an API key given in the
+page URL, since EventSource cannot send headers), switch resolution by reopening its one stream, and
+close that stream when the page goes away. Assertions are on the DOM; ``window.pulsestream`` only
+tells the waits when to look. A screenshot is kept in ``test-artifacts/`` for humans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from playwright.async_api import Page, async_playwright
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium keeps calling hosts this machine cannot reach.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+API_KEY = "dashboard-test-key"
+STARTUP_TIMEOUT = 30.0
+BROWSER_TIMEOUT_MS = 30_000
+
+
+@dataclass
+class Service:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium() -> None:
+    """A laptop without Chromium skips; CI (CI=true) must have it, so there it fails instead."""
+    if CHROMIUM.exists():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {CHROMIUM} is missing (.ci/run installs the chromium package)")
+    pytest.skip(f"needs {CHROMIUM} (apt-get install chromium)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def console_script(name: str) -> str:
+    """The console script installed next to the Python that runs the tests (the project's venv)."""
+    candidate = Path(sys.executable).parent / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed (make dev installs the console scripts)")
+    return found
+
+
+@contextlib.contextmanager
+def run_service(name: str, env: dict[str, str], log: Path) -> Iterator[Service]:
+    full_env = {**os.environ, "LOG_LEVEL": "info", "PULSESTREAM_SETTINGS_FILE": "", **env}
+    with log.open("wb") as out:
+        process = subprocess.Popen([console_script(name)], env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    service = Service(process, log)
+    try:
+        yield service
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+async def wait_until(
+    what: str, check: Callable[[], Awaitable[bool]], service: Service, timeout: float = STARTUP_TIMEOUT
+) -> None:
+    """Poll ``check`` until it holds; fail early (with the service's log) if the process died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if service.process.poll() is not None:
+            pytest.fail(f"{what}: process exited with {service.process.returncode}\n{service.tail()}")
+        with contextlib.suppress(Exception):
+            if await check():
+                return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not ready after {timeout}s\n{service.tail()}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def streamer_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A real generator (100 ms ticks) and a real streamer that needs an API key, both on free ports."""
+    gport, sport = free_port(), free_port()
+    generator_env = {"GENERATOR_PORT": str(gport), "GENERATOR_FREQUENCY": "100ms", "GENERATOR_METRICS_PORT": "0"}
+    with run_service("pulsestream-generator", generator_env, tmp_path / "generator.log") as generator:
+
+        async def generator_serving() -> bool:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{gport}") as channel:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+        await wait_until("generator health", generator_serving, generator)
+        streamer_env = {
+            "STREAMER_PORT": str(sport),
+            "STREAMER_GENERATOR_ADDRESS": f"127.0.0.1:{gport}",
+            "STREAMER_API_KEYS": API_KEY,
+        }
+        with run_service("pulsestream-streamer", streamer_env, tmp_path / "streamer.log") as streamer:
+            base = f"http://127.0.0.1:{sport}"
+
+            async def streamer_healthy() -> bool:
+                async with httpx.AsyncClient(timeout=2) as client:
+                    return (await client.get(f"{base}/health")).status_code == 200
+
+            await wait_until("streamer /health", streamer_healthy, streamer)
+            yield base
+
+
+async def active_connections(base: str) -> int:
+    async with httpx.AsyncClient(timeout=5) as client:
+        return int((await client.get(f"{base}/health")).json()["connections"])
+
+
+async def wait_for_connections(base: str, expected: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (count := await active_connections(base)) != expected:
+        assert time.monotonic() < deadline, f"streamer still reports {count} SSE connections, expected {expected}"
+        await asyncio.sleep(0.1)
+
+
+# The chart has one line per selected series with points drawn, and the table a numeric value per series.
+FILLED = """
+([resolution, minPoints]) => {
+  const ps = window.pulsestream;
+  if (!ps || ps.state.status !== "live" || !ps.state.streamUrl.includes(`resolution=${resolution}`)) return false;
+  const lines = [...document.querySelectorAll("#chart path.line")];
+  const rows = [...document.querySelectorAll("#latest tbody tr")];
+  const aggregated = resolution !== "raw";
+  return lines.length > 0 && rows.length === lines.length
+    && lines.every((l) => Number(l.dataset.points) >= minPoints && (l.getAttribute("d") || "").startsWith("M"))
+    && rows.every((r) => Number.isFinite(parseFloat(r.querySelector("td.value").dataset.value))
+      && (!aggregated || Number.isFinite(parseFloat(r.querySelector("td.min").dataset.value))));
+}
+"""
+
+CHART = """
+() => [...document.querySelectorAll("#chart g.lane")].map((lane) => {
+  const line = lane.querySelector("path.line");
+  return {series: lane.dataset.series, points: Number(line.dataset.points), d: line.getAttribute("d"),
+          stroke: line.getAttribute("stroke")};
+})
+"""
+
+TABLE = """
+() => [...document.querySelectorAll("#latest tbody tr")].map((row) => {
+  const cells = {};
+  for (const td of row.querySelectorAll("td")) cells[td.className.split(" ")[0]] = td.textContent.trim();
+  return {series: row.querySelector("th").textContent.trim(), headers: row.querySelector("th").getAttribute("scope"),
+          cells};
+})
+"""
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+async def assert_chart_and_table(page: Page, series: list[str], aggregated: bool) -> None:
+    chart: list[dict[str, Any]] = await page.evaluate(CHART)
+    assert [lane["series"] for lane in chart] == series
+    for lane in chart:
+        # One "M" then an "L" per further point: every point held is drawn, as numbers.
+        assert lane["points"] >= 2, lane
+        assert lane["d"].count("L") == lane["points"] - 1, lane
+        coordinates = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", lane["d"])]
+        assert len(coordinates) >= 2 * lane["points"]
+        assert lane["stroke"], "each series has its own colour"
+    assert len({lane["stroke"] for lane in chart}) == len(chart)
+
+    table: list[dict[str, Any]] = await page.evaluate(TABLE)
+    assert [row["series"] for row in table] == series
+    now_ms = time.time() * 1000
+    for row in table:
+        cells = row["cells"]
+        assert row["headers"] == "row"
+        number(cells["value"])
+        assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", cells["time"]), cells
+        # Sequences are tick times in epoch ms: a live point is from the last minute, not made up.
+        assert abs(int(cells["seq"]) - now_ms) < 120_000, cells
+        if aggregated:
+            low, mean, high = number(cells["min"]), number(cells["mean"]), number(cells["max"])
+            assert low <= mean <= high, cells
+            assert int(cells["count"]) >= 1, cells
+        else:
+            assert cells["min"] == cells["max"] == cells["mean"] == "\u2013", cells
+
+    headers = await page.locator("#latest thead th").all_inner_texts()
+    assert [h.strip().lower() for h in headers[:5]] == ["series", "value", "unit", "time", "seq"]
+    assert await page.locator("#status").get_attribute("data-status") == "live"
+    assert (await page.locator("#status").inner_text()).strip() == "Live"
+    assert number(await page.locator("#count-events").inner_text()) > 0
+    assert number(await page.locator("#count-points").inner_text()) >= 2 * len(series)
+    assert await page.locator("#legend li").count() == len(series)
+
+
+async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on_resolution_change(
+    streamer_url: str,
+) -> None:
+    async with httpx.AsyncClient(timeout=5) as client:
+        # The API is closed without a key, so a filled page proves it passed ?api_key= to /v1.
+        assert (await client.get(f"{streamer_url}/v1/series")).status_code == 401
+        listed = (await client.get(f"{streamer_url}/v1/series", params={"api_key": API_KEY})).json()
+        d3_reply = await client.get(f"{streamer_url}/static/vendor/d3.min.js")
+    assert d3_reply.status_code == 200
+    assert "d3js.org v7" in d3_reply.text[:200], "D3 is served by the streamer itself, no CDN"
+    entries = listed if isinstance(listed, list) else listed["series"]
+    series = [entry["name"] for entry in entries]
+    assert series
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page_errors: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda error: page_errors.append(str(error)))
+            page.on("console", lambda msg: page_errors.append(msg.text) if msg.type == "error" else None)
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
+
+            await page.goto(f"{streamer_url}/?api_key={API_KEY}")
+            await page.wait_for_function(FILLED, arg=["raw", 2], timeout=BROWSER_TIMEOUT_MS)
+            await assert_chart_and_table(page, series, aggregated=False)
+            assert await page.evaluate("window.pulsestream.state.opens") == 1
+            assert await page.evaluate("window.pulsestream.state.snapshots") >= 1
+            assert await active_connections(streamer_url) == 1, "one EventSource carries every series"
+            await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+            # Resolution through the control, found by its accessible name: the stream reopens.
+            await page.get_by_role("radio", name="1s", exact=True).check()
+            await page.wait_for_function(FILLED, arg=["1s", 2], timeout=BROWSER_TIMEOUT_MS)
+            state = await page.evaluate("({...window.pulsestream.state, meta: undefined})")
+            assert state["opens"] == 2
+            assert "resolution=1s" in state["streamUrl"]
+            assert "resolution=1s" in page.url, "the page URL keeps the choice shareable"
+            await assert_chart_and_table(page, series, aggregated=True)
+            await wait_for_connections(streamer_url, 1)  # the raw stream was closed, not left behind
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-1s.png"), full_page=True)
+
+            await page.close()
+            await wait_for_connections(streamer_url, 0)  # leaving the page closes its EventSource
+        finally:
+            await browser.close()
+    assert page_errors == []
