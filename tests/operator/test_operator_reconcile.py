@@ -7,10 +7,19 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import CONFIGMAPS, DEPLOYMENTS, EVENTS, NAMESPACE, STREAMCONFIGS, Cluster, StartOperator, eventually
+from emulated_cluster import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    EVENTS,
+    NAMESPACE,
+    STREAMCONFIGS,
+    Cluster,
+    StartOperator,
+    eventually,
+)
+from pulsestream_operator.crd import GROUP, PLURAL, VERSION
 
 from pulsestream.spec import load_spec, parse_spec
-from pulsestream_operator.crd import GROUP, PLURAL, VERSION
 
 pytestmark = pytest.mark.kmock(cls=Cluster)
 
