@@ -44,6 +44,7 @@
     window: pageParams.get("window") in WINDOWS ? pageParams.get("window") : "5m",
     selected: [],
     delayMs: null,
+    renderMs: null, // smoothed cost of one full redraw (chart and table), for profiling
     meta: {},
   };
   const seriesInfo = new Map(); // name -> {name, unit, description, range: [lo, hi] | null}
@@ -447,6 +448,36 @@
 
   // ---------------------------------------------------------------- drawing
 
+  /**
+   * M4 decimation: with more points than twice the pixel columns, keep per column only the first, last,
+   * lowest and highest point. The line looks the same, and drawing costs O(width), not O(points).
+   */
+  function decimate(data, x) {
+    const width = x.range()[1];
+    if (data.length <= 2 * width) return data;
+    const out = [];
+    let col = null;
+    let first, last, lo, hi;
+    const flush = () => {
+      const picked = [first, lo, hi, last].filter((p, i, all) => all.indexOf(p) === i).sort((a, b) => a.t - b.t);
+      out.push(...picked);
+    };
+    for (const p of data) {
+      const c = Math.floor(x(p.t));
+      if (c !== col) {
+        if (col !== null) flush();
+        col = c;
+        first = last = lo = hi = p;
+      } else {
+        last = p;
+        if (p.v < lo.v) lo = p;
+        if (p.v > hi.v) hi = p;
+      }
+    }
+    if (col !== null) flush();
+    return out;
+  }
+
   let dirty = true;
   let drawnAt = 0; // the "now" the paths were last built for
   let drawnWidth = 0;
@@ -476,6 +507,7 @@
   }
 
   function rebuild(now) {
+    const started = performance.now();
     state.renders += 1;
     const win = WINDOWS[state.window];
     const bucket = BUCKET_MS[state.resolution];
@@ -543,7 +575,13 @@
       lane.select(".grid.x").attr("transform", `translate(0,${g.laneH})`);
 
       const line = d3.line().x((p) => x(p.t)).y((p) => y(p.v)).defined((p) => Number.isFinite(p.v));
-      lane.select(".line").attr("stroke", c).attr("d", data.length ? line(data) : null).attr("data-points", data.length);
+      const drawn = hasBand ? data : decimate(data, x);
+      lane
+        .select(".line")
+        .attr("stroke", c)
+        .attr("d", drawn.length ? line(drawn) : null)
+        .attr("data-points", drawn.length)
+        .attr("data-held", data.length);
       const area = d3.area().x((p) => x(p.t)).y0((p) => y(p.min)).y1((p) => y(p.max));
       lane.select(".band").attr("fill", c).attr("d", hasBand ? area(data) : null);
       lane
@@ -562,6 +600,8 @@
     renderCounters();
     el.empty.hidden = names.some((n) => (buffers.get(n) ?? []).length > 0);
     lastGeometry = g;
+    const took = performance.now() - started;
+    state.renderMs = state.renderMs === null ? took : 0.9 * state.renderMs + 0.1 * took;
   }
 
   let lastGeometry = null;
