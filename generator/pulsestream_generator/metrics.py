@@ -1,0 +1,76 @@
+"""The generator's Prometheus metrics, in a registry the app owns.
+
+A private :class:`CollectorRegistry` (not the process-global one) keeps two
+apps in one test process apart and makes the app the owner of what it
+exports. The endpoint is prometheus_client's small threaded HTTP server on
+``GENERATOR_METRICS_PORT`` (0 = off), started and stopped with the app.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "pulsestream_generator"
+
+
+class GeneratorMetrics:
+    """Counters and gauges of production, fan-out and stream lifecycle."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.subscribers = Gauge(
+            f"{PREFIX}_subscribers", "Live Subscribe streams, by resolution", ["resolution"], registry=r
+        )
+        self.points_produced = Counter(
+            f"{PREFIX}_points_produced", "Raw points produced (one per series per tick)", registry=r
+        )
+        self.points_sent = Counter(f"{PREFIX}_points_sent", "Points handed to Subscribe streams", registry=r)
+        self.overflows = Counter(
+            f"{PREFIX}_subscriber_overflows",
+            "Subscribers ended with RESOURCE_EXHAUSTED for falling further behind than their buffer",
+            registry=r,
+        )
+        self.buffer_fill = Gauge(
+            f"{PREFIX}_subscriber_buffer_fill_ratio",
+            "Fill of the fullest subscriber buffer (0 = empty, 1 = about to overflow)",
+            registry=r,
+        )
+        self.stream_starts = Counter(f"{PREFIX}_stream_starts", "Server streams started, by RPC", ["rpc"], registry=r)
+        self.stream_ends = Counter(
+            f"{PREFIX}_stream_ends", "Server streams ended, by RPC and reason", ["rpc", "reason"], registry=r
+        )
+        self.tick_lag = Gauge(
+            f"{PREFIX}_tick_lag_seconds", "How late the last tick was produced after its wall-clock time", registry=r
+        )
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def track_buffer_fill(self, fill: Callable[[], float]) -> None:
+        """Compute the buffer fill on scrape rather than on every tick."""
+        self.buffer_fill.set_function(fill)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the /metrics endpoint; return its port (0 when disabled)."""
+        if port == 0:
+            return 0
+        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        bound = int(self._server.server_port)
+        logger.info("metrics endpoint listening", extra={"address": f"http://{host}:{bound}/metrics"})
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

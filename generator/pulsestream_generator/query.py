@@ -1,0 +1,114 @@
+"""Validating a ``SubscribeRequest`` into a :class:`Query` (pure; errors name the field).
+
+Where a stream starts is normalised to one cursor, ``after``: the stream
+carries every point (raw) or bucket (aggregated) whose sequence is greater
+than ``after``. For raw points:
+
+- ``after_sequence: N`` -> ``after = N``.
+- ``start_time: T`` -> every point at or after ``T``: ``after = T - 1``.
+- no start -> live only: ``after`` = the newest tick.
+
+For buckets, ``start_time`` includes the bucket that holds ``T`` (a chart
+window starts with a full bucket), and "live only" begins with the bucket
+that is open now.
+
+"Older than retention" is decided by what the history ring still holds, not
+by arithmetic on the clock: a start is refused only if a point it asks for
+has already been dropped (:meth:`History.holds_from`); ``start_time`` must
+also be within the announced retention window and not in the future. The
+ring keeps a margin beyond the retention (one 1m bucket), so any start inside
+the announced window is served in full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from pulsestream.spec import RESOLUTIONS
+from pulsestream.v1 import timeseries_pb2
+from pulsestream_generator.aggregation import bucket_start
+from pulsestream_generator.history import History
+
+#: Most series one Subscribe may name (the live settings allow at most 64 series).
+MAX_SERIES = 64
+#: How far in the future an ``after_sequence`` may be: other replicas' clocks may run a little ahead.
+FUTURE_TOLERANCE_MS = 60_000
+
+
+class InvalidArgument(ValueError):
+    """A request field is wrong; ``str()`` names the field and says what is allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A validated subscription: which series, at which resolution, from which cursor."""
+
+    series: tuple[str, ...]
+    resolution: str
+    width_ms: int
+    after: int
+
+    @property
+    def raw(self) -> bool:
+        return self.width_ms == 0
+
+    def first_needed(self, after: int) -> int:
+        """The smallest tick sequence whose point the stream still needs, given a cursor."""
+        if self.raw:
+            return after + 1
+        return bucket_start(after, self.width_ms) + self.width_ms
+
+
+def parse(
+    request: timeseries_pb2.SubscribeRequest,
+    *,
+    known: Collection[str],
+    history: History,
+    retention_ms: int,
+    now: int,
+) -> Query:
+    """Check ``request`` against the catalogue and the history; raise :class:`InvalidArgument`."""
+    names = tuple(request.series)
+    if not names:
+        raise InvalidArgument("series: name at least one series (see ListSeries)")
+    if len(names) > MAX_SERIES:
+        raise InvalidArgument(f"series: at most {MAX_SERIES} series per stream, got {len(names)}")
+    if len(set(names)) != len(names):
+        dupes = sorted({name for name in names if names.count(name) > 1})
+        raise InvalidArgument(f"series: names must be unique; repeated: {', '.join(dupes)}")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InvalidArgument(
+            f"series: unknown series {', '.join(repr(n) for n in unknown)}; known: {', '.join(sorted(known))}"
+        )
+    resolution = request.resolution or "raw"
+    if resolution not in RESOLUTIONS:
+        raise InvalidArgument(f"resolution: unknown resolution {resolution!r}; use one of {', '.join(RESOLUTIONS)}")
+    width = round(RESOLUTIONS[resolution] * 1000)
+    newest = history.newest or now
+    start = request.WhichOneof("start")
+    if start == "after_sequence":
+        after = request.after_sequence
+        if after > now + FUTURE_TOLERANCE_MS:
+            raise InvalidArgument(f"after_sequence: {after} is in the future (now is {now}, sequences are epoch ms)")
+    elif start == "start_time":
+        start_ms = request.start_time.seconds * 1000 + request.start_time.nanos // 1_000_000
+        if start_ms > now:
+            raise InvalidArgument(f"start_time: {start_ms} ms is in the future (now is {now})")
+        if start_ms < now - retention_ms:
+            raise InvalidArgument(
+                f"start_time: older than the retention window ({retention_ms} ms); "
+                f"start at or after {now - retention_ms} (epoch ms)"
+            )
+        after = (bucket_start(start_ms, width) if width else start_ms) - 1
+    else:
+        after = bucket_start(newest, width) - 1 if width else newest
+    query = Query(series=names, resolution=resolution, width_ms=width, after=after)
+    if not history.holds_from(query.first_needed(after)):
+        field = start or "start"
+        raise InvalidArgument(
+            f"{field}: the points after it are no longer retained (history starts at sequence {history.oldest}); "
+            "subscribe with a later start_time, or without a start for live points only"
+        )
+    return query

@@ -1,0 +1,223 @@
+"""The generator app: gRPC server, producer, settings watcher and metrics, with one lifecycle.
+
+Start-up: backfill the history ring, bind the port, start the server, the
+producer and the settings watcher, open /metrics, then report SERVING for
+``""`` and ``pulsestream.v1.TimeSeriesService``.
+
+Shutdown (SIGTERM/SIGINT, or leaving ``async with``), each step logged:
+
+1. health goes NOT_SERVING (``enter_graceful_shutdown``), so probes and
+   balancers stop sending new calls here;
+2. new streams are refused with UNAVAILABLE;
+3. streams in flight are ended with UNAVAILABLE "server draining, reconnect"
+   (the message carries the ``after_sequence`` to resume with), and shutdown
+   waits until they are gone, at most ``GENERATOR_GRACE_PERIOD``;
+4. ``server.stop(grace)`` with what is left of the grace period (at most
+   1 s: only unary calls and health watches remain), which cancels
+   whatever is still running;
+5. the producer and the settings watcher are cancelled and awaited, and
+   the metrics endpoint is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from pulsestream.settingsfile import SettingsFile
+from pulsestream.v1 import random_pb2, random_pb2_grpc, timeseries_pb2_grpc
+from pulsestream_generator.clock import now_ms
+from pulsestream_generator.gate import Gate
+from pulsestream_generator.hub import Hub
+from pulsestream_generator.metrics import GeneratorMetrics
+from pulsestream_generator.randomness import RandomServicer
+from pulsestream_generator.settings import GeneratorSettings
+from pulsestream_generator.source import Source
+from pulsestream_generator.timeseries import SERVICE_NAME, TimeSeriesServicer
+
+logger = logging.getLogger(__name__)
+
+RANDOM_SERVICE_NAME = random_pb2.DESCRIPTOR.services_by_name["RandomService"].full_name
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+#: What is left of the grace period after streams have drained is used for unary calls, up to this.
+FINAL_STOP_GRACE_S = 1.0
+
+
+def server_options(settings: GeneratorSettings) -> list[tuple[str, Any]]:
+    """gRPC core channel arguments from the settings (keepalive, connection age, stream limits)."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.keepalive_time_ms", settings.keepalive_time.millis),
+        ("grpc.keepalive_timeout_ms", settings.keepalive_timeout.millis),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", settings.keepalive_min_client_interval.millis),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+    ]
+    if settings.max_connection_age.millis:
+        options += [
+            ("grpc.max_connection_age_ms", settings.max_connection_age.millis),
+            ("grpc.max_connection_age_grace_ms", settings.max_connection_age_grace.millis),
+        ]
+    return options
+
+
+def build_server(settings: GeneratorSettings, interceptors: tuple[Any, ...] = ()) -> grpc.aio.Server:
+    """The one place the gRPC server object is made (server interceptors go here)."""
+    return grpc.aio.server(options=server_options(settings), interceptors=interceptors)
+
+
+def server_credentials(settings: GeneratorSettings) -> grpc.ServerCredentials | None:
+    """TLS credentials when a certificate and key are configured, else ``None`` (plaintext)."""
+    if not settings.tls_cert_file:
+        return None
+    key = Path(settings.tls_key_file).read_bytes()
+    chain = Path(settings.tls_cert_file).read_bytes()
+    return grpc.ssl_server_credentials([(key, chain)])
+
+
+class GeneratorApp:
+    """Everything the generator runs, started and stopped together (``async with``)."""
+
+    def __init__(self, settings: GeneratorSettings, settings_file: SettingsFile | None = None) -> None:
+        self.settings = settings
+        self.settings_file = settings_file or SettingsFile(
+            settings.settings_file or None,
+            poll_interval=settings.settings_poll_interval.seconds,
+            base=settings.base_spec(),
+        )
+        self.metrics = GeneratorMetrics()
+        self.source = Source(settings.seed)
+        self.hub = Hub(self.source, self.settings_file.current, self.metrics)
+        self.gate = Gate()
+        self.health = health_aio.HealthServicer()
+        self.server = build_server(settings)
+        timeseries_pb2_grpc.add_TimeSeriesServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            TimeSeriesServicer(self.hub, self.gate, self.metrics), self.server
+        )
+        random_pb2_grpc.add_RandomServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            RandomServicer(self.gate, self.metrics), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, RANDOM_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = 0
+        self.metrics_port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Backfill, bind, serve, start the background tasks, then report SERVING."""
+        self.hub.backfill(now_ms())
+        bind = f"{self.settings.host}:{self.settings.port}"
+        credentials = server_credentials(self.settings)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(bind)
+        else:
+            self.port = self.server.add_secure_port(bind, credentials)
+        if not self.port:
+            raise RuntimeError(f"cannot listen on {bind}")
+        await self.server.start()
+        self._tasks = [
+            asyncio.create_task(self.hub.run(), name="generator-producer"),
+            asyncio.create_task(self._apply_settings(), name="generator-settings"),
+        ]
+        self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        spec = self.hub.spec
+        logger.info(
+            "generator serving",
+            extra={
+                "address": self.address,
+                "tls": credentials is not None,
+                "frequency": str(spec.frequency),
+                "retention": str(spec.retention),
+                "series": ",".join(spec.series),
+                "seed": self.settings.seed,
+                "settings_version": self.settings_file.version,
+            },
+        )
+
+    async def _apply_settings(self) -> None:
+        async for spec in self.settings_file.changes():
+            self.hub.apply(spec)
+
+    async def drain(self) -> None:
+        """Steps 1-3 of shutdown: NOT_SERVING, refuse new streams, end streams in flight."""
+        grace = self.settings.grace_period.seconds
+        logger.info("draining: health NOT_SERVING")
+        await self.health.enter_graceful_shutdown()
+        self.gate.close()
+        self.hub.drain()
+        logger.info("draining: refusing new streams, ending %d in flight", self.gate.active)
+        if await self.gate.wait_idle(grace):
+            logger.info("draining: all streams ended")
+        else:
+            logger.warning("draining: %d streams still open after %.1fs; cancelling them", self.gate.active, grace)
+
+    async def stop(self) -> None:
+        """Drain (if not done), stop the server, cancel and await the background tasks."""
+        if self._stopped:
+            return
+        self._stopped = True
+        started = time.monotonic()
+        if not self.gate.closed:
+            await self.drain()
+        remaining = max(0.0, self.settings.grace_period.seconds - (time.monotonic() - started))
+        logger.info("stopping gRPC server")
+        await self.server.stop(min(remaining, FINAL_STOP_GRACE_S))
+        for task in self._tasks:
+            task.cancel()
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task, result in zip(self._tasks, results, strict=True):
+            if isinstance(result, Exception):
+                logger.error("%s failed", task.get_name(), exc_info=result)
+        self.metrics.close()
+        logger.info("generator stopped")
+
+    def fault(self) -> BaseException | None:
+        """The error a background task stopped with, if any (they only stop on a fault or at shutdown)."""
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                return task.exception()
+        return None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set or a background task fails, then shut down in order.
+
+        A background task's fault is raised after the shutdown, so the process exits non-zero.
+        """
+        await self.start()
+        stopper = asyncio.create_task(stop.wait(), name="generator-stop-signal")
+        try:
+            await asyncio.wait((stopper, *self._tasks), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            await asyncio.gather(stopper, return_exceptions=True)
+            fault = self.fault()
+            await self.stop()
+        if fault is not None:
+            raise fault
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()

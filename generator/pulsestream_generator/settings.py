@@ -1,0 +1,175 @@
+"""The generator's process settings: one frozen object built once from ``GENERATOR_*`` variables.
+
+The live-tunable fields (``frequency``, ``retention``, ``buffer_size``,
+``series``) are only the *defaults*: they form the ``base`` spec of the live
+settings file (``PULSESTREAM_SETTINGS_FILE``), whose keys override them while
+the process runs (:meth:`GeneratorSettings.base_spec`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pulsestream.durations import Duration, within
+from pulsestream.envsettings import EnvSettings
+from pulsestream.spec import DEFAULT_SERIES, SERIES_NAME_PATTERN, StreamSpec
+
+
+class GeneratorSettings(EnvSettings):
+    """Everything the generator process reads from its environment."""
+
+    env_prefix = "GENERATOR_"
+
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address the gRPC server binds to. Loopback by default so a laptop run is not exposed; "
+        "containers set 0.0.0.0.",
+    )
+    port: int = Field(
+        default=50051,
+        ge=0,
+        le=65535,
+        description="gRPC port (0 picks a free port). 50051 is the conventional gRPC port the streamer dials by "
+        "default.",
+    )
+    seed: int = Field(
+        default=42,
+        ge=0,
+        lt=2**63,
+        description="Seed of the deterministic source. Replicas with the same seed emit identical points, which "
+        "lets the streamer fail over between them without a gap.",
+    )
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus /metrics endpoint (HTTP, on the same host as gRPC); 0 turns it off. "
+        "9464 is the conventional Prometheus exporter port.",
+    )
+    grace_period: Annotated[Duration, within("0s", "10m")] = Field(
+        default=Duration("10s"),
+        description="On SIGTERM/SIGINT, how long in-flight streams get to end (with UNAVAILABLE, so clients "
+        "resume elsewhere) before the server cancels what is left. Below Kubernetes' default 30s "
+        "terminationGracePeriodSeconds.",
+    )
+    keepalive_time: Annotated[Duration, within("1s", "24h")] = Field(
+        default=Duration("30s"),
+        description="Interval of server HTTP/2 keepalive pings on idle connections, so dead peers behind NATs "
+        "and load balancers are noticed (30s stays below common 60s idle timeouts).",
+    )
+    keepalive_timeout: Annotated[Duration, within("1s", "10m")] = Field(
+        default=Duration("10s"),
+        description="How long a keepalive ping may go unanswered before the connection is closed.",
+    )
+    keepalive_min_client_interval: Annotated[Duration, within("1s", "1h")] = Field(
+        default=Duration("10s"),
+        description="Shortest interval between client keepalive pings the server accepts (pings without data "
+        "are allowed). gRPC's 5m default would answer a streamer pinging every 10-30s with GOAWAY "
+        "too_many_pings.",
+    )
+    max_connection_age: Annotated[Duration, within("0s", "24h")] = Field(
+        default=Duration("30m"),
+        description="Connections older than this are asked to reconnect (GOAWAY), so clients spread over new "
+        "replicas after a scale-up; 0s means never. Streams cut this way are resumed by sequence.",
+    )
+    max_connection_age_grace: Annotated[Duration, within("0s", "1h")] = Field(
+        default=Duration("30s"),
+        description="After max_connection_age, how long open streams may continue before the connection is closed.",
+    )
+    max_concurrent_streams: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Concurrent RPCs (streams) per HTTP/2 connection; bounds what one client can hold open.",
+    )
+    tls_cert_file: str = Field(
+        default="",
+        description="PEM certificate chain for server TLS; empty means plaintext (the default, for loopback and "
+        "in-cluster traffic behind a mesh). Set together with GENERATOR_TLS_KEY_FILE.",
+    )
+    tls_key_file: str = Field(
+        default="",
+        description="PEM private key for server TLS; set together with GENERATOR_TLS_CERT_FILE.",
+        json_schema_extra={"secret": True},
+    )
+    frequency: Annotated[Duration, within("10ms", "1h")] = Field(
+        default=Duration("100ms"),
+        description="Default update period of raw points (10ms .. 1h); the settings file's frequency overrides "
+        "it live.",
+    )
+    retention: Annotated[Duration, within("1s", "24h")] = Field(
+        default=Duration("10m"),
+        description="Default history kept for replay and resume (1s .. 24h); the settings file's retention "
+        "overrides it live.",
+    )
+    buffer_size: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Default per-subscriber buffer, in messages (one per tick); a subscriber further behind "
+        "gets RESOURCE_EXHAUSTED. The settings file's bufferSize overrides it live.",
+    )
+    series: list[Annotated[str, Field(pattern=SERIES_NAME_PATTERN)]] = Field(
+        default_factory=lambda: list(DEFAULT_SERIES),
+        min_length=1,
+        max_length=64,
+        description="Default series produced, comma-separated; the settings file's series overrides it live.",
+    )
+    settings_poll_interval: Annotated[Duration, within("10ms", "1m")] = Field(
+        default=Duration("1s"),
+        description="How often the live settings file is re-read (by content hash, so ConfigMap symlink swaps "
+        "are seen).",
+    )
+    settings_file: str = Field(
+        default="",
+        description="Live settings file (JSON or YAML, the shape of a StreamConfig spec); empty means none.",
+        json_schema_extra={"env": "PULSESTREAM_SETTINGS_FILE"},
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info",
+        description="Log level; debug shows each stream's lifecycle.",
+        json_schema_extra={"env": "LOG_LEVEL"},
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log line format: text for people, json for log collectors.",
+        json_schema_extra={"env": "LOG_FORMAT"},
+    )
+
+    @field_validator("series", mode="before")
+    @classmethod
+    def _split_series(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("series")
+    @classmethod
+    def _unique_series(cls, value: list[str]) -> list[str]:
+        # A field validator, not the model check, so the error names GENERATOR_SERIES and its value.
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"series names must be unique; repeated: {', '.join(repeated)}")
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> GeneratorSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("GENERATOR_TLS_CERT_FILE and GENERATOR_TLS_KEY_FILE must be set together")
+        return self
+
+    def base_spec(self) -> StreamSpec:
+        """The live settings in force until a settings file says otherwise."""
+        return StreamSpec(
+            frequency=self.frequency,
+            retention=self.retention,
+            buffer_size=self.buffer_size,
+            series=list(self.series),
+        )
