@@ -204,6 +204,7 @@
     state.message = message;
     el.status.dataset.status = status;
     el.statusLabel.textContent = message ? `${STATUS_TEXT[status]}: ${message}` : STATUS_TEXT[status];
+    el.status.title = el.statusLabel.textContent;
     if (status === "error" && message) {
       el.banner.replaceChildren();
       const strong = document.createElement("strong");
