@@ -177,7 +177,7 @@ def test_a_bad_value_names_the_variable_the_value_and_what_is_allowed(case: Case
 
 def test_a_secret_value_is_never_echoed() -> None:
     secrets = [case for case in CASES if case.model.is_secret(case.field)]
-    assert {case.variable for case in secrets} >= {"STREAMER_API_KEYS", "GENERATOR_TLS_KEY_FILE"}
+    assert "STREAMER_API_KEYS" in {case.variable for case in secrets}
 
 
 def test_cors_refuses_a_wildcard_origin_together_with_credentials() -> None:

@@ -1,0 +1,173 @@
+"""API keys and per-client limits on a real streamer in front of a real generator."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from liveservices import Launcher, Service, expected_version, health, wait_for
+
+KEYS = ["alpha-key-0001", "beta-key-0002", "gamma-key-0003", "delta-key-0004", "eps-key-0005"]
+FILE_KEY = "file-key-0001"
+WRONG = "wrong-key-9999"
+GENEROUS = {"rateLimit": {"requestsPerSecond": 200, "burst": 200, "maxStreamsPerClient": 4}}
+
+
+@pytest.fixture(scope="module")
+def generator(launcher: Launcher) -> Service:
+    return launcher.generator({"frequency": "100ms"})
+
+
+@pytest.fixture(scope="module")
+def streamer(launcher: Launcher, generator: Service, tmp_path_factory: pytest.TempPathFactory) -> Service:
+    key_file = tmp_path_factory.mktemp("secret") / "api-keys"
+    key_file.write_text(f"# mounted from a Secret\n{FILE_KEY}\n", encoding="utf-8")
+    service = launcher.streamer(
+        generator,
+        GENEROUS,
+        STREAMER_API_KEYS=",".join(KEYS),
+        STREAMER_API_KEYS_FILE=str(key_file),
+        LOG_LEVEL="debug",
+    )
+    service.extra["key_file"] = key_file
+    return service
+
+
+def set_limits(streamer: Service, document: dict[str, Any]) -> None:
+    """Write the live settings and wait until /health reports them in force."""
+    version = expected_version(streamer, document)
+    streamer.write_settings(document)
+    wait_for(lambda: health(streamer).get("config_version") == version, what=f"settings version {version}")
+
+
+@pytest.fixture
+def limits(streamer: Service) -> Iterator[Any]:
+    """Set live limits for one test; the generous ones come back afterwards."""
+    yield lambda document: set_limits(streamer, document)
+    set_limits(streamer, GENEROUS)
+
+
+def get(streamer: Service, path: str = "/v1/series", **kwargs: Any) -> httpx.Response:
+    return httpx.get(streamer.url + path, timeout=10.0, **kwargs)
+
+
+WAYS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "bearer": lambda key: {"headers": {"Authorization": f"Bearer {key}"}},
+    "header": lambda key: {"headers": {"X-API-Key": key}},
+    "query": lambda key: {"params": {"api_key": key}},
+}
+
+
+def test_without_a_key_v1_answers_401_with_json_and_a_bearer_challenge(streamer: Service) -> None:
+    response = get(streamer)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("way", sorted(WAYS))
+def test_a_wrong_key_is_refused_and_the_right_one_let_in_by_each_way(streamer: Service, way: str) -> None:
+    refused = get(streamer, **WAYS[way](WRONG))
+    assert refused.status_code == 401
+    assert WRONG not in refused.text
+    accepted = get(streamer, **WAYS[way](KEYS[0]))
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()  # the series list, not an error body
+
+
+def test_health_and_metrics_are_open_by_default(streamer: Service) -> None:
+    assert get(streamer, "/health").status_code in (200, 503)
+    assert get(streamer, "/metrics").status_code == 200
+
+
+def test_a_stream_needs_a_key_too_and_the_query_parameter_works_for_eventsource(streamer: Service) -> None:
+    params = {"series": "cpu"}
+    assert get(streamer, "/v1/stream", params=params).status_code == 401
+    with httpx.stream(
+        "GET", streamer.url + "/v1/stream", params={**params, "api_key": KEYS[1]}, timeout=10.0
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+
+
+def test_keys_in_the_key_file_rotate_without_a_restart(streamer: Service) -> None:
+    key_file: Path = streamer.extra["key_file"]
+    assert get(streamer, **WAYS["bearer"](FILE_KEY)).status_code == 200
+    rotated = "file-key-0002"
+    tmp = key_file.with_suffix(".tmp")
+    tmp.write_text(f"{rotated}\n", encoding="utf-8")
+    os.replace(tmp, key_file)
+    wait_for(lambda: get(streamer, **WAYS["bearer"](rotated)).status_code == 200, what="the rotated key")
+    assert get(streamer, **WAYS["bearer"](FILE_KEY)).status_code == 401
+    assert get(streamer, **WAYS["bearer"](KEYS[0])).status_code == 200  # the environment's keys stay
+    pid = streamer.proc.pid
+    assert streamer.alive() and streamer.proc.pid == pid
+
+
+def test_over_the_request_rate_a_client_gets_429_with_retry_after_and_others_do_not(
+    streamer: Service, limits: Any
+) -> None:
+    limits({"rateLimit": {"requestsPerSecond": 0.2, "burst": 3, "maxStreamsPerClient": 4}})
+    busy, other = WAYS["header"](KEYS[2]), WAYS["header"](KEYS[3])
+    statuses = [get(streamer, **busy).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    refused = get(streamer, **busy)
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert get(streamer, **other).status_code == 200
+
+
+def test_a_limit_changed_live_in_the_settings_file_takes_effect(streamer: Service, limits: Any) -> None:
+    client = WAYS["bearer"](KEYS[4])
+    limits({"rateLimit": {"requestsPerSecond": 0.2, "burst": 2, "maxStreamsPerClient": 4}})
+    assert [get(streamer, **client).status_code for _ in range(3)] == [200, 200, 429]
+    limits({"rateLimit": {"requestsPerSecond": 100, "burst": 50, "maxStreamsPerClient": 4}})
+    assert [get(streamer, **client).status_code for _ in range(10)] == [200] * 10
+
+
+def test_over_the_stream_cap_a_client_gets_429_and_others_still_stream(streamer: Service, limits: Any) -> None:
+    limits({"rateLimit": {"requestsPerSecond": 100, "burst": 100, "maxStreamsPerClient": 1}})
+    url = streamer.url + "/v1/stream"
+    first = {"series": "cpu", "api_key": KEYS[0]}
+    with (
+        httpx.Client(timeout=10.0) as one,
+        httpx.Client(timeout=10.0) as two,
+        one.stream("GET", url, params=first) as held,
+    ):
+        assert held.status_code == 200
+        next(held.iter_raw())  # the stream is really open (retry: line, snapshot)
+        refused = two.get(url, params=first)
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["code"] == "too_many_streams"
+        with two.stream("GET", url, params={"series": "cpu", "api_key": KEYS[1]}) as other:
+            assert other.status_code == 200
+
+    # Once the held stream is gone, the client may open one again.
+    def reopened() -> bool:
+        with httpx.stream("GET", url, params=first, timeout=10.0) as again:
+            return again.status_code == 200
+
+    wait_for(reopened, what="the stream slot to be released")
+
+
+def test_keys_never_appear_in_the_logs_not_even_the_access_log(streamer: Service) -> None:
+    for way in WAYS.values():
+        get(streamer, **way(KEYS[0]))
+        get(streamer, **way(WRONG))
+    with httpx.stream(
+        "GET", streamer.url + "/v1/stream", params={"series": "cpu", "api_key": KEYS[1]}, timeout=10.0
+    ) as response:
+        next(response.iter_raw())
+    logs = streamer.logs()
+    # The access log is on and saw the requests, so a leak would have shown.
+    assert re.search(r"GET /v1/series\?api_key=<redacted>", logs), logs[-3000:]
+    for secret in [*KEYS, FILE_KEY, "file-key-0002", WRONG]:
+        assert secret not in logs

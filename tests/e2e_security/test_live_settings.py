@@ -1,0 +1,104 @@
+"""Live settings through real processes: a frequency change reaches an open SSE stream without a reconnect,
+delivered by the Kubernetes ConfigMap symlink swap; an invalid file keeps the old settings and /health says why."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from httpx_sse import connect_sse
+from liveservices import Launcher, Service, expected_version, health, wait_for
+
+
+def _configmap_volume(directory: Path, document: dict[str, Any]) -> Path:
+    """Lay out a directory as kubelet mounts a ConfigMap: settings.yaml -> ..data/settings.yaml -> ..v1."""
+    directory.mkdir()
+    (directory / "..v1").mkdir()
+    (directory / "..v1" / "settings.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+    os.symlink("..v1", directory / "..data")
+    os.symlink("..data/settings.yaml", directory / "settings.yaml")
+    return directory / "settings.yaml"
+
+
+def _swap(directory: Path, version: str, document: dict[str, Any]) -> None:
+    """The atomic update kubelet does: a new timestamped directory, then rename a new ..data link over the old."""
+    (directory / version).mkdir()
+    (directory / version / "settings.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+    os.symlink(version, directory / "..data_tmp")
+    os.rename(directory / "..data_tmp", directory / "..data")
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("configmap") / "settings"
+
+
+@pytest.fixture(scope="module")
+def generator(launcher: Launcher, volume: Path) -> Service:
+    path = _configmap_volume(volume, {"frequency": "50ms"})
+    return launcher.generator(settings_path=path)
+
+
+@pytest.fixture(scope="module")
+def streamer(launcher: Launcher, generator: Service) -> Service:
+    return launcher.streamer(generator, {"flushInterval": "10ms"})
+
+
+def _spacings(times: list[int]) -> list[int]:
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+def test_a_frequency_change_reaches_an_open_stream_without_a_reconnect(
+    generator: Service, streamer: Service, volume: Path
+) -> None:
+    times: list[int] = []
+    events: list[str] = []
+    changed_at: int | None = None
+    deadline = time.monotonic() + 30
+    with (
+        httpx.Client(timeout=httpx.Timeout(10.0)) as client,
+        connect_sse(client, "GET", streamer.url + "/v1/stream", params={"series": "cpu", "window": "0s"}) as source,
+    ):
+        assert source.response.status_code == 200
+        for event in source.iter_sse():
+            assert time.monotonic() < deadline, f"spacing did not change; saw {_spacings(times)[-20:]}"
+            if not event.data:
+                continue
+            events.append(event.event)
+            assert event.event != "error", event.data
+            if event.event != "points":
+                continue
+            times.extend(point["t"] for point in event.json()["points"] if point["series"] == "cpu")
+            if changed_at is None and len(times) >= 8:
+                assert set(_spacings(times[-6:])) == {50}, _spacings(times)
+                changed_at = len(times)
+                _swap(volume, "..v2", {"frequency": "250ms"})
+            if changed_at is not None and len(times) >= changed_at + 4 and _spacings(times[-3:]) == [250, 250]:
+                break
+    # One connection throughout: one snapshot at its start, no reset, no error.
+    assert events.count("snapshot") == 1
+    assert generator.alive() and streamer.alive()
+
+
+def test_an_invalid_settings_file_keeps_the_last_good_settings_and_health_shows_why(streamer: Service) -> None:
+    good = {"flushInterval": "20ms"}
+    version = expected_version(streamer, good)
+    streamer.write_settings(good)
+    wait_for(lambda: health(streamer).get("config_version") == version, what="the good settings")
+
+    streamer.write_settings({"flushInterval": "20ms", "rateLimit": {"burst": 0}})
+    body = wait_for(lambda: (b := health(streamer)).get("settings_error") and b, what="the error in /health")
+    assert "burst" in body["settings_error"]
+    assert body["config_version"] == version  # the last good settings stay in force
+    assert httpx.get(streamer.url + "/v1/series", timeout=10.0).status_code == 200  # and nothing crashed
+
+    streamer.write_settings(good | {"heartbeatInterval": "5s"})
+    fixed = expected_version(streamer, good | {"heartbeatInterval": "5s"})
+    wait_for(lambda: health(streamer).get("config_version") == fixed, what="the repaired settings")
+    assert health(streamer).get("settings_error") is None
