@@ -59,6 +59,7 @@ class AccessGate:
         *,
         protect_health_and_metrics: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.keys = keys
         self.clients = clients
@@ -66,6 +67,7 @@ class AccessGate:
         self._limits = limits
         self.protect_health_and_metrics = protect_health_and_metrics
         self._clock = clock
+        self.on_refused = on_refused
         self._next_key_check = clock() + keys.poll_interval
 
     def refresh(self) -> None:
@@ -86,6 +88,11 @@ class AccessGate:
         if self.keys.key_file is not None and now >= self._next_key_check:
             self._next_key_check = now + self.keys.poll_interval
             self.keys.reload()
+
+    def refused(self, code: str) -> None:
+        """Count a refusal (``unauthorized``, ``rate_limited``, ``too_many_streams``) if a counter is wired."""
+        if self.on_refused is not None:
+            self.on_refused(code)
 
 
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -136,12 +143,14 @@ class AccessMiddleware:
             wait = gate.limiter.acquire(client)
             if wait:
                 logger.debug("request refused: rate limit", extra={"client": client, "path": path})
+                gate.refused("rate_limited")
                 await _send(send, *_json(429, "rate_limited", _rate_message(gate), _retry(wait)))
                 return
         if not accepted:
             logger.debug("request refused: %s API key", "wrong" if key else "no", extra={"client": client})
             message = "a valid API key is required: Authorization: Bearer, X-API-Key or the api_key query parameter"
             challenge = {"www-authenticate": 'Bearer realm="pulsestream"'}
+            gate.refused("unauthorized")
             await _send(send, *_json(401, "unauthorized", message, challenge))
             return
         if path != STREAM_PATH:
@@ -152,6 +161,7 @@ class AccessMiddleware:
             logger.debug("stream refused: cap reached", extra={"client": client})
             cap = gate.limiter.limits.max_streams_per_client
             message = f"at most {cap} concurrent streams per client; close one or retry later"
+            gate.refused("too_many_streams")
             await _send(send, *_json(429, "too_many_streams", message, _retry(wait)))
             return
         try:
