@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext, SpawnProcess
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -190,13 +190,12 @@ class _Worker:
             if reset:
                 tally.resets += 1
                 last.clear()
-            if measuring:
-                if is_points:
-                    tally.events += 1
-                    tally.points += len(points)
-                else:
-                    tally.snapshot_events += 1
-                    tally.snapshot_points += len(points)
+            if not is_points:
+                tally.snapshot_events += 1
+                tally.snapshot_points += len(points)
+            elif measuring:
+                tally.events += 1
+                tally.points += len(points)
             for series, t, seq, prev in points:
                 before = last.get(series)
                 if before is not None:
@@ -236,9 +235,8 @@ class _Stream(asyncio.Protocol):
         self.last: dict[str, int] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         now = time.time()

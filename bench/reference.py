@@ -54,9 +54,8 @@ def create_app(generator_address: str, ping_seconds: float = 15.0) -> FastAPI:
                             "t": point.timestamp.seconds * 1000 + point.timestamp.nanos // 1_000_000,
                             "v": point.value,
                             "seq": point.sequence,
-                            "prev": point.previous_sequence,
                         }
-                        data = json.dumps({"points": [row], "meta": {"x": "t", "y": "v"}})
+                        data = json.dumps({"points": [row], "meta": {"resolution": resolution, "x": "t", "y": "v"}})
                         yield {"event": "points", "id": str(point.sequence), "data": data}
             finally:
                 call.cancel()
