@@ -1,0 +1,89 @@
+"""``pulsestream-streamer``: settings from the environment, then uvicorn with uvloop and httptools.
+
+uvicorn is configured for many long-lived connections: a large listen
+backlog, a concurrency limit above the connections one pod is sized for, no
+keep-alive timeout games for streams (SSE responses never end on their own),
+proxy headers only when configured, and a bounded graceful shutdown.
+
+On SIGTERM/SIGINT the hub first tells every SSE client to reconnect (an
+``error`` event ``server_shutdown`` with a short ``retry:``) and ends their
+streams, so browsers move to another replica while uvicorn closes the
+listener and waits for the connections to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from types import FrameType
+
+import uvicorn
+
+from pulsestream import logs
+from pulsestream.envsettings import SettingsError
+from pulsestream_streamer import redaction
+from pulsestream_streamer.app import StreamerApp, create_app
+from pulsestream_streamer.settings import StreamerSettings
+
+__all__ = ["StreamerServer", "build_server", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+class StreamerServer(uvicorn.Server):
+    """uvicorn's server, plus: a shutdown signal drains the SSE clients before connections are waited on."""
+
+    def __init__(self, config: uvicorn.Config, app: StreamerApp) -> None:
+        super().__init__(config)
+        self.streamer_app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            loop.call_soon_threadsafe(self.streamer_app.state.hub.drain)
+        super().handle_exit(sig, frame)
+
+
+def build_server(settings: StreamerSettings, app: StreamerApp | None = None) -> StreamerServer:
+    """The configured server for ``settings`` (tests run the same one on port 0)."""
+    app = app or create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        log_config=None,
+        access_log=settings.log_level == "debug",
+        proxy_headers=settings.proxy_headers,
+        forwarded_allow_ips=settings.forwarded_allow_ips if settings.proxy_headers else None,
+        backlog=settings.backlog,
+        limit_concurrency=settings.limit_concurrency,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=max(1, round(settings.graceful_shutdown.seconds)),
+        server_header=False,
+    )
+    return StreamerServer(config, app)
+
+
+def main() -> None:
+    """Console script entry point."""
+    try:
+        settings = StreamerSettings.from_env()
+    except SettingsError as error:
+        print(f"pulsestream-streamer: {error}", file=sys.stderr)
+        sys.exit(2)
+    logs.configure(settings.log_level, settings.log_format, "streamer")
+    server = build_server(settings)
+    redaction.install(server.streamer_app.state.access.keys.secrets)  # keys never reach a log line
+    server.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,537 @@
+"""The bridge: shared upstream topics, feeds that encode once, and the flush that fans out.
+
+- A :class:`Topic` is one (series, resolution): ONE upstream ``Subscribe``
+  stream (:func:`upstream.follow`) however many browsers watch it, a
+  :class:`~pulsestream_streamer.sequencing.Sequencer` and a
+  :class:`~pulsestream_streamer.ring.Ring`. The first stream that needs it
+  starts it; it stops ``hub_linger`` after the last one leaves.
+- A :class:`Feed` is what identical streams share: (series list, resolution,
+  format). Each upstream batch is encoded once per format into a fragment
+  (:func:`shape.fragment`) and handed to the feeds that want it; at each flush
+  a feed joins its pending fragments into ONE ``points`` event with ONE cursor
+  id, and appends that same ``bytes`` object to each of its clients' queues.
+- The flush loop runs when something is pending and at most once per
+  ``flushInterval`` (live setting): a quiet stream sends a point at once, a
+  busy one is batched. Nothing wakes up while nothing happens.
+
+Joining (:meth:`Hub.open`) happens at a flush boundary: the snapshot holds
+every point up to the feed's flushed position, the next ``points`` event
+starts right after it, so the join has no gap and no duplicate. Resume by
+cursor serves the points after the cursor from the ring, refilling the ring
+from the generator's history first when it lacks them (a restarted or
+different replica), or answers with a ``"reset": true`` snapshot when the
+cursor cannot be honoured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pulsestream.spec import RESOLUTIONS, StreamSpec
+from pulsestream_streamer import cursor as cursors
+from pulsestream_streamer import shape, sse
+from pulsestream_streamer.catalogue import Catalogue
+from pulsestream_streamer.metrics import StreamerMetrics
+from pulsestream_streamer.registry import Client, Registry
+from pulsestream_streamer.ring import Ring
+from pulsestream_streamer.samples import Sample
+from pulsestream_streamer.sequencing import Sequencer
+from pulsestream_streamer.settings import StreamerSettings
+from pulsestream_streamer.upstream import Start, Upstream, UpstreamError, follow, samples_of
+
+__all__ = ["Feed", "Hub", "StreamRequest", "Topic"]
+
+logger = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    """A validated ``/v1/stream`` request. ``cursor`` is None (fresh), a Cursor, or a CursorError text."""
+
+    series: tuple[str, ...]
+    resolution: str
+    window_ms: int
+    fmt: shape.Format
+    cursor: cursors.Cursor | None = None
+    cursor_error: str | None = None
+
+
+class Topic:
+    """One (series, resolution): one upstream stream, its order and its history."""
+
+    def __init__(self, hub: Hub, series: str, resolution: str) -> None:
+        self.hub = hub
+        self.series = series
+        self.resolution = resolution
+        self.ring = Ring(hub.settings.ring_capacity)
+        self.sequencer = Sequencer()
+        self.feeds: set[Feed] = set()
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.linger: asyncio.TimerHandle | None = None
+        self.up = False
+        self.down: tuple[str, str] | None = None
+        now = _now_ms()
+        self.history_ms = hub.settings.max_window.millis
+        bucket = round(RESOLUTIONS[resolution] * 1000)
+        # History counts as caught up once points this recent arrived (aggregates close a bucket late).
+        self.ready_mark = now - 2 * bucket - 2000
+        self.refill_lock = asyncio.Lock()
+        self.formats: set[shape.Format] = set()
+
+    # --- TopicSink (called by upstream.follow) ----------------------------------------------------
+
+    def resume_point(self) -> Start:
+        if self.sequencer.last:
+            return Start(after=self.sequencer.last)
+        history = self.history_ms
+        retention = self.hub.catalogue.retention_ms
+        if retention:
+            # Stay clear of the retention edge: it moves while the request travels.
+            history = min(history, max(0, retention - 5000))
+        if history <= 0:
+            return Start()
+        return Start(time_ms=_now_ms() - history)
+
+    def deliver(self, samples: list[Sample]) -> bool:
+        accepted = self.sequencer.offer_many(samples) if samples else samples
+        metrics = self.hub.metrics
+        if accepted:
+            self.ring.append(accepted)
+            metrics.upstream_points.inc(len(accepted))
+            last = accepted[-1]
+            encoded = {fmt: shape.fragment(fmt, self.series, accepted, self.resolution) for fmt in self.formats}
+            for feed in self.feeds:
+                feed.add(self.series, encoded[feed.fmt], last.seq, accepted[0].t)
+            if not self.ready.is_set() and last.t >= self.ready_mark:
+                self.ready.set()
+        if self.sequencer.duplicates:
+            metrics.duplicates.inc(self.sequencer.duplicates)
+            self.sequencer.duplicates = 0
+        if self.sequencer.gap:
+            self.sequencer.clear_held()
+            return False
+        return True
+
+    def upstream_up(self) -> None:
+        if not self.up:
+            self.up = True
+            self.hub.metrics.upstream_streams.inc()
+            if self.down is not None:
+                logger.info("upstream recovered", extra={"series": self.series, "resolution": self.resolution})
+            self.down = None
+
+    def upstream_down(self, code: str, message: str) -> None:
+        if self.up:
+            self.up = False
+            self.hub.metrics.upstream_streams.dec()
+        if self.down is None:
+            self.down = (code, message)
+            frame = sse.error_frame(
+                "upstream_unavailable",
+                f"generator unavailable ({code}); retrying, points resume without gap",
+                series=[self.series],
+            )
+            for feed in self.feeds:
+                feed.broadcast(frame)
+        if not self.ready.is_set() and len(self.ring):
+            self.ready.set()
+
+    def start_lost(self, message: str) -> None:
+        if not self.sequencer.last:
+            # A window start the generator refused (less history than asked for): ask for less.
+            self.history_ms //= 2
+            logger.info("history start refused, asking for %d ms: %s", self.history_ms, message)
+            return
+        logger.warning(
+            "upstream no longer holds our resume point; restarting from the window",
+            extra={"series": self.series, "after": self.sequencer.last, "reason": message},
+        )
+        self.ring.clear()
+        self.sequencer = Sequencer()
+        frame = sse.error_frame(
+            "data_gap",
+            "the generator lost points of this series; the chart continues after a hole",
+            series=[self.series],
+        )
+        for feed in self.feeds:
+            feed.broadcast(frame)
+
+    async def run(self) -> None:
+        """The topic's upstream stream, until cancelled."""
+        try:
+            await follow(self.hub.upstream, self, on_reconnect=self.hub.metrics.upstream_reconnects.inc)
+        finally:
+            if self.up:
+                self.up = False
+                self.hub.metrics.upstream_streams.dec()
+
+
+class Feed:
+    """Clients that want the same (series, resolution, format): one event per flush, shared by all."""
+
+    def __init__(self, series: tuple[str, ...], resolution: str, fmt: shape.Format, topics: list[Topic]) -> None:
+        self.key = (series, resolution, fmt)
+        self.series = series
+        self.resolution = resolution
+        self.fmt: shape.Format = fmt
+        self.topics = topics
+        self.clients: dict[str, Client] = {}
+        self.joining = 0
+        self.pending: list[bytes] = []
+        self.oldest_t = 0
+        self.positions: dict[str, int] = {topic.series: topic.ring.last_seq for topic in topics}
+        self.meta = shape.points_meta(fmt, resolution)
+        self.dirty = False
+        self.hub: Hub | None = None
+
+    def add(self, series: str, fragment: bytes, last_seq: int, oldest_t: int) -> None:
+        """New points of one topic. With no client yet they are simply part of the next snapshot."""
+        if not self.clients:
+            self.positions[series] = last_seq
+            return
+        if not self.pending:
+            self.oldest_t = oldest_t
+        self.pending.append(fragment)
+        self.positions[series] = last_seq
+        if not self.dirty and self.hub is not None:
+            self.dirty = True
+            self.hub.mark_dirty(self)
+
+    def flush(self, metrics: StreamerMetrics, now_ms: int) -> None:
+        """Send pending points as one ``points`` event to every client (same bytes for all)."""
+        self.dirty = False
+        if not self.pending:
+            return
+        body = shape.points_body(self.fmt, self.resolution, self.pending, self.meta)
+        event = sse.frame("points", body, cursors.encode(self.resolution, self.positions))
+        self.pending = []
+        clients = self.clients
+        for client in clients.values():
+            client.push(event)
+        count = len(clients)
+        metrics.events_sent.labels("points").inc(count)
+        metrics.bytes_sent.inc(len(event) * count)
+        metrics.delivery_lag.observe(max(0.0, (now_ms - self.oldest_t) / 1000))
+
+    def broadcast(self, frame: bytes) -> None:
+        """An out-of-band event (error) to every client now."""
+        for client in self.clients.values():
+            client.push(frame)
+
+
+class Hub:
+    """Topics, feeds and the loops that serve them; :meth:`run` owns every task."""
+
+    def __init__(
+        self,
+        settings: StreamerSettings,
+        upstream: Upstream,
+        registry: Registry,
+        metrics: StreamerMetrics,
+        spec: StreamSpec,
+    ) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.registry = registry
+        self.metrics = metrics
+        self.topics: dict[tuple[str, str], Topic] = {}
+        self.feeds: dict[tuple[tuple[str, ...], str, shape.Format], Feed] = {}
+        self.catalogue = Catalogue.placeholder(spec.series)
+        self.flush_interval = spec.flush_interval.seconds
+        self.draining = False
+        self._dirty: list[Feed] = []
+        self._wake = asyncio.Event()
+        self._flushed: asyncio.Future[None] | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._started = asyncio.Event()
+        self.apply(spec)
+
+    # --- settings ---------------------------------------------------------------------------------
+
+    def apply(self, spec: StreamSpec) -> None:
+        """Apply live settings: flush interval, per-client queue bound, heartbeat, fallback series."""
+        self.flush_interval = spec.flush_interval.seconds
+        limits = self.registry.limits
+        limits.max_events = spec.buffer_size
+        limits.heartbeat = spec.heartbeat_interval.seconds
+        if not self.catalogue.known:
+            self.catalogue = Catalogue.placeholder(spec.series)
+
+    # --- loops ------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the flush, sweep and catalogue loops and every topic's stream until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            group.create_task(self._flush_loop(), name="hub-flush")
+            group.create_task(self._sweep_loop(), name="hub-sweep")
+            group.create_task(self._catalogue_loop(), name="hub-catalogue")
+            self._started.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                # Leaving the group cancels and awaits every child: loops and topic streams.
+                self._group = None
+                for topic in self.topics.values():
+                    if topic.linger is not None:
+                        topic.linger.cancel()
+
+    def mark_dirty(self, feed: Feed) -> None:
+        self._dirty.append(feed)
+        self._wake.set()
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = 0.0
+        while True:
+            await self._wake.wait()
+            interval = self.flush_interval
+            if interval > 0:
+                delay = last + interval - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            self._wake.clear()
+            last = loop.time()
+            dirty, self._dirty = self._dirty, []
+            now_ms = _now_ms()
+            for feed in dirty:
+                feed.flush(self.metrics, now_ms)
+            flushed, self._flushed = self._flushed, None
+            if flushed is not None and not flushed.done():
+                flushed.set_result(None)
+
+    async def _next_flush(self, timeout: float) -> None:
+        if self._flushed is None:
+            self._flushed = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._flushed), timeout)
+
+    async def _sweep_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        lifetime = sse.retry_frame(self.settings.sse_retry.millis) + sse.error_frame(
+            "max_lifetime", "stream reached its maximum lifetime; reconnect with Last-Event-ID to resume"
+        )
+        last_report = 0.0
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval.seconds)
+            now = loop.time()
+            self.registry.sweep(now, sse.HEARTBEAT, lifetime)
+            if now - last_report >= 60:
+                last_report = now
+                logger.debug("clients", extra={"clients": len(self.registry), "topics": len(self.topics)})
+
+    async def _catalogue_loop(self) -> None:
+        while True:
+            try:
+                self.catalogue = await self.upstream.list_series()
+            except UpstreamError as error:
+                logger.debug("catalogue refresh failed: %s", error)
+            await asyncio.sleep(30 if self.catalogue.known else 2)
+
+    async def refresh_catalogue(self) -> Catalogue:
+        """Ask the generator now (``/v1/series``); keep the last known catalogue if it cannot answer."""
+        try:
+            self.catalogue = await self.upstream.list_series()
+        except UpstreamError as error:
+            logger.debug("catalogue refresh failed: %s", error)
+        return self.catalogue
+
+    # --- topics and feeds -------------------------------------------------------------------------
+
+    def _topic(self, series: str, resolution: str) -> Topic:
+        key = (series, resolution)
+        topic = self.topics.get(key)
+        if topic is None:
+            if self._group is None:
+                raise RuntimeError("hub is not running")
+            topic = Topic(self, series, resolution)
+            self.topics[key] = topic
+            topic.task = self._group.create_task(topic.run(), name=f"topic-{series}-{resolution}")
+            self.metrics.topics.set(len(self.topics))
+            logger.debug("topic started", extra={"series": series, "resolution": resolution})
+        elif topic.linger is not None:
+            topic.linger.cancel()
+            topic.linger = None
+        return topic
+
+    def _feed(self, series: tuple[str, ...], resolution: str, fmt: shape.Format) -> Feed:
+        key = (series, resolution, fmt)
+        feed = self.feeds.get(key)
+        if feed is None:
+            topics = [self._topic(name, resolution) for name in series]
+            feed = Feed(series, resolution, fmt, topics)
+            feed.hub = self
+            for topic in topics:
+                topic.feeds.add(feed)
+                topic.formats.add(fmt)
+            self.feeds[key] = feed
+        return feed
+
+    def _release(self, feed: Feed) -> None:
+        if feed.clients or feed.joining or self.feeds.get(feed.key) is not feed:
+            return
+        del self.feeds[feed.key]
+        for topic in feed.topics:
+            topic.feeds.discard(feed)
+            topic.formats = {other.fmt for other in topic.feeds}
+            if not topic.feeds and topic.linger is None:
+                loop = asyncio.get_running_loop()
+                topic.linger = loop.call_later(self.settings.hub_linger.seconds, self._expire, topic)
+
+    def _expire(self, topic: Topic) -> None:
+        key = (topic.series, topic.resolution)
+        if topic.feeds or self.topics.get(key) is not topic:
+            return
+        del self.topics[key]
+        topic.linger = None
+        if topic.task is not None:
+            topic.task.cancel()
+        self.metrics.topics.set(len(self.topics))
+        logger.debug("topic stopped", extra={"series": topic.series, "resolution": topic.resolution})
+
+    # --- streams ----------------------------------------------------------------------------------
+
+    async def open(self, client: Client, request: StreamRequest) -> bytes:
+        """Attach ``client`` to the feed for ``request``; return its first bytes (retry + snapshot).
+
+        From the moment this returns, every flush of the feed reaches the client's queue.
+        """
+        await self._started.wait()
+        feed = self._feed(request.series, request.resolution, request.fmt)
+        feed.joining += 1
+        try:
+            await self._wait_ready(feed.topics)
+            usable, reason = await self._usable_cursor(feed, request)
+            if request.cursor is not None and not usable:
+                logger.debug("cursor not usable: %s", reason, extra={"client_id": client.id})
+            first = self._snapshot(feed, request, resumed=usable)
+            feed.clients[client.id] = client
+            client.feed = feed
+        finally:
+            feed.joining -= 1
+            self._release(feed)
+        for topic in feed.topics:
+            if topic.down is not None:
+                first += sse.error_frame(
+                    "upstream_unavailable",
+                    f"generator unavailable ({topic.down[0]}); retrying, points resume without gap",
+                    series=[topic.series],
+                )
+        self.metrics.events_sent.labels("snapshot").inc()
+        self.metrics.bytes_sent.inc(len(first))
+        return first
+
+    def close(self, client: Client) -> None:
+        """Detach ``client`` (its writer ended)."""
+        feed = client.feed
+        if isinstance(feed, Feed):
+            feed.clients.pop(client.id, None)
+            client.feed = None
+            self._release(feed)
+
+    async def _wait_ready(self, topics: Sequence[Topic]) -> None:
+        pending = [topic.ready.wait() for topic in topics if not topic.ready.is_set()]
+        if pending:
+            try:
+                await asyncio.wait_for(asyncio.gather(*pending), self.settings.ready_timeout.seconds)
+            except TimeoutError:
+                logger.debug("snapshot before history arrived", extra={"topics": len(pending)})
+
+    async def _usable_cursor(self, feed: Feed, request: StreamRequest) -> tuple[bool, str]:
+        """Whether the request's cursor can be honoured exactly (refilling the ring if needed)."""
+        cursor = request.cursor
+        if cursor is None:
+            return False, request.cursor_error or "no cursor"
+        if cursor.resolution != request.resolution or set(cursor.positions) != set(request.series):
+            return False, "cursor is for another resolution or series"
+        retention = self.catalogue.retention_ms
+        now_ms = _now_ms()
+        for topic in feed.topics:
+            position = cursor.positions[topic.series]
+            if not position:
+                continue
+            if retention and position < now_ms - retention:
+                return False, "cursor older than the generator's retention"
+            if topic.ring.covers(position) or position > topic.ring.last_seq:
+                continue
+            if not await self._refill(topic, position):
+                return False, f"history after {position} of {topic.series} is not available"
+        # A cursor from a replica that is ahead of us: wait a little for our feed to catch up.
+        deadline = asyncio.get_running_loop().time() + self.settings.ready_timeout.seconds
+        while any(cursor.positions[s] > feed.positions.get(s, 0) for s in feed.series):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False, "cursor is ahead of this streamer"
+            await self._next_flush(min(remaining, 0.5))
+        return True, ""
+
+    async def _refill(self, topic: Topic, after: int) -> bool:
+        """Load the points after ``after`` that the ring lacks from the generator's history."""
+        async with topic.refill_lock:
+            if topic.ring.covers(after):
+                return True
+            floor = topic.ring.floor
+            if floor is None:
+                return False
+            collected: list[Sample] = []
+            limit = topic.ring.capacity - len(topic.ring)
+            stream = self.upstream.subscribe([topic.series], topic.resolution, Start(after=after))
+            try:
+                async with asyncio.timeout(self.settings.unary_timeout.seconds):
+                    async for response in stream:
+                        batch = samples_of(response, topic.series)
+                        collected.extend(s for s in batch if s.seq <= floor)
+                        if len(collected) > limit:
+                            return False
+                        if batch and batch[-1].seq >= floor:
+                            break
+            except (UpstreamError, TimeoutError) as error:
+                logger.debug("refill failed: %s", error, extra={"series": topic.series, "after": after})
+                return False
+            finally:
+                await stream.aclose()
+            if not collected or collected[-1].seq != floor:
+                return False
+            topic.ring.prepend(collected)
+            logger.debug("ring refilled", extra={"series": topic.series, "after": after, "points": len(collected)})
+            return topic.ring.covers(after)
+
+    def _snapshot(self, feed: Feed, request: StreamRequest, *, resumed: bool) -> bytes:
+        """Synchronous: the points up to the feed's flushed position, as one ``snapshot`` event."""
+        now_ms = _now_ms()
+        since = now_ms - request.window_ms
+        fragments = []
+        for topic in feed.topics:
+            upto = feed.positions[topic.series]
+            position = request.cursor.positions.get(topic.series, 0) if (resumed and request.cursor) else 0
+            samples = topic.ring.after(position, upto) if position else topic.ring.since(since, upto)
+            fragments.append(shape.fragment(request.fmt, topic.series, samples, request.resolution))
+        infos = [self.catalogue.info(name) for name in request.series]
+        meta = shape.snapshot_meta(request.fmt, request.resolution, infos, request.window_ms, now_ms)
+        reset = (request.cursor is not None or request.cursor_error is not None) and not resumed
+        body = shape.snapshot_body(request.fmt, request.resolution, fragments, meta, reset=reset, resumed=resumed)
+        event_id = cursors.encode(request.resolution, feed.positions)
+        return sse.retry_frame(self.settings.sse_retry.millis) + sse.frame("snapshot", body, event_id)
+
+    # --- shutdown ---------------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """SIGTERM: tell every client to reconnect (to another pod) and end its stream; refuse new ones."""
+        if self.draining:
+            return
+        self.draining = True
+        last = sse.retry_frame(self.settings.shutdown_retry.millis) + sse.error_frame(
+            "server_shutdown", "this server is shutting down; reconnect with Last-Event-ID to resume"
+        )
+        logger.info("draining", extra={"clients": len(self.registry)})
+        self.registry.shutdown(last)

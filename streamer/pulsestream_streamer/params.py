@@ -1,0 +1,105 @@
+"""``/v1/stream`` query parameters: validated into a :class:`~pulsestream_streamer.hub.StreamRequest`.
+
+Every problem is a :class:`BadParameter` naming the parameter, which the app
+turns into ``400`` with a JSON body. A ``Last-Event-ID`` that is not a cursor
+this streamer can read is *not* an error: the stream starts with a
+``"reset": true`` snapshot (DESIGN.md: never silently ignored). Only an id too
+long to be one of ours is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from pulsestream.durations import parse_seconds
+from pulsestream.spec import RESOLUTIONS, SERIES_NAME_PATTERN
+from pulsestream_streamer import cursor as cursors
+from pulsestream_streamer.catalogue import Catalogue
+from pulsestream_streamer.hub import StreamRequest
+from pulsestream_streamer.settings import StreamerSettings
+
+__all__ = ["BadParameter", "parse_stream_request"]
+
+_NAME = re.compile(SERIES_NAME_PATTERN)
+_MAX_ID = 1024
+
+
+class BadParameter(ValueError):
+    """A request parameter is wrong; ``parameter`` names it, ``str()`` says what is allowed."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+def _series(raw: str | None, catalogue: Catalogue, settings: StreamerSettings) -> tuple[str, ...]:
+    if raw is None:
+        names = list(catalogue.series)
+    else:
+        names = [part.strip() for part in raw.split(",")]
+        if not raw.strip() or any(not name for name in names):
+            raise BadParameter("series", "series must be a comma-separated list of series names, e.g. cpu,memory")
+        bad = [name for name in names if not _NAME.match(name)]
+        if bad:
+            raise BadParameter("series", f"not a series name: {bad[0][:64]!r}")
+        if catalogue.series:
+            unknown = [name for name in names if name not in catalogue.series]
+            if unknown:
+                known = ", ".join(catalogue.series)
+                raise BadParameter("series", f"unknown series {unknown[0]!r}; known: {known}")
+    unique = tuple(sorted(set(names)))
+    if not unique:
+        raise BadParameter("series", "no series available")
+    if len(unique) > settings.max_series:
+        raise BadParameter("series", f"at most {settings.max_series} series per stream, got {len(unique)}")
+    return unique
+
+
+def parse_stream_request(
+    query: Mapping[str, str],
+    last_event_id: str | None,
+    catalogue: Catalogue,
+    settings: StreamerSettings,
+) -> StreamRequest:
+    """Validate the query (and the ``Last-Event-ID`` header, which wins over ``lastEventId``)."""
+    series = _series(query.get("series"), catalogue, settings)
+
+    resolution = query.get("resolution") or "raw"
+    if resolution not in RESOLUTIONS or (catalogue.known and resolution not in catalogue.resolutions):
+        allowed = ", ".join(catalogue.resolutions if catalogue.known else RESOLUTIONS)
+        raise BadParameter("resolution", f"resolution must be one of {allowed}")
+
+    window_text = query.get("window")
+    if window_text is None or window_text == "":
+        window_ms = settings.default_window.millis
+    else:
+        try:
+            window_ms = round(parse_seconds(window_text) * 1000)
+        except ValueError as error:
+            raise BadParameter("window", str(error)) from None
+        if window_ms > settings.max_window.millis:
+            raise BadParameter("window", f"window must be at most {settings.max_window}")
+
+    fmt = query.get("format") or "d3"
+    if fmt not in ("d3", "table"):
+        raise BadParameter("format", "format must be d3 or table")
+
+    text = last_event_id if last_event_id is not None else query.get("lastEventId")
+    cursor: cursors.Cursor | None = None
+    cursor_error: str | None = None
+    if text is not None and text.strip():
+        if len(text) > _MAX_ID:
+            raise BadParameter("lastEventId", f"lastEventId is longer than {_MAX_ID} characters")
+        try:
+            cursor = cursors.decode(text.strip())
+        except cursors.CursorError as error:
+            cursor_error = str(error)
+    return StreamRequest(
+        series=series,
+        resolution=resolution,
+        window_ms=window_ms,
+        fmt="d3" if fmt == "d3" else "table",
+        cursor=cursor,
+        cursor_error=cursor_error,
+    )

@@ -1,0 +1,274 @@
+"""Connected SSE clients: ids, bounded queues, slow-consumer handling, heartbeats and lifetime limits.
+
+Each client has a queue of *references* to shared, pre-encoded frames. The
+hub appends to it once per flush; the client's writer (:func:`sse.write_stream`)
+sends everything queued as one write. A client whose queue passes
+``buffer_size`` events or ``client_max_queue_bytes`` bytes is a slow consumer:
+its queue is dropped (memory released at once), it gets one ``error`` event
+``{"code": "slow_consumer"}`` and its stream ends, so the browser's
+``EventSource`` reconnects with ``Last-Event-ID`` and resumes exactly where
+its last delivered event left off. If its socket accepts nothing at all, the
+connection is aborted instead. Nobody else waits for it: appending to a queue
+never blocks.
+
+:meth:`Registry.sweep` runs every ``sweep_interval`` in one task for all
+clients: a heartbeat comment to each client idle for ``heartbeatInterval``,
+abort for writers stuck longer than ``client_stall_timeout``, a graceful end
+for streams older than their (jittered) ``client_max_lifetime``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from pulsestream_streamer.sse import error_frame
+
+__all__ = ["Client", "ClientLimits", "Registry"]
+
+logger = logging.getLogger(__name__)
+
+_PREFIX = os.urandom(3).hex()
+_COUNTER = itertools.count(1)
+
+#: The last event a slow consumer gets before its stream ends.
+SLOW_CONSUMER = error_frame("slow_consumer", "client fell too far behind; reconnect with Last-Event-ID to resume")
+
+
+@dataclass(slots=True)
+class ClientLimits:
+    """Limits shared by all clients; the live settings watcher updates them in place."""
+
+    max_events: int = 1024
+    max_bytes: int = 4 * 1024 * 1024
+    heartbeat: float = 15.0
+    stall_timeout: float = 30.0
+    max_lifetime: float = 3600.0
+
+
+class Client:
+    """One SSE connection: its queue, its state, and what it is subscribed to."""
+
+    __slots__ = (
+        "_abort",
+        "_closing",
+        "_gone",
+        "_queue",
+        "_queued_bytes",
+        "_waiter",
+        "blocked_since",
+        "bytes_sent",
+        "connected_at",
+        "deadline",
+        "events_dropped",
+        "feed",
+        "id",
+        "key",
+        "last_write",
+        "limits",
+        "peer",
+        "reason",
+    )
+
+    def __init__(self, peer: str, key: str, limits: ClientLimits, now: float) -> None:
+        self.id = f"{_PREFIX}-{next(_COUNTER):x}"
+        self.peer = peer
+        self.key = key
+        self.limits = limits
+        self.connected_at = now
+        self.last_write = now
+        self.blocked_since = 0.0
+        self.bytes_sent = 0
+        self.events_dropped = 0
+        lifetime = limits.max_lifetime
+        self.deadline = now + lifetime * random.uniform(0.9, 1.1) if lifetime > 0 else 0.0
+        self.feed: object | None = None
+        self.reason = ""
+        self._queue: list[bytes] = []
+        self._queued_bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._closing = False
+        self._gone = False
+        self._abort: Callable[[], None] | None = None
+
+    # --- producer side (hub, sweep) ---------------------------------------------------------------
+
+    def push(self, data: bytes) -> None:
+        """Queue a shared frame. Never blocks; a client over its limits is dropped as a slow consumer."""
+        if self._closing:
+            return
+        queue = self._queue
+        if len(queue) >= self.limits.max_events or self._queued_bytes > self.limits.max_bytes:
+            self._slow()
+            return
+        queue.append(data)
+        self._queued_bytes += len(data)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def finish(self, last: bytes, reason: str) -> None:
+        """Send ``last`` after what is queued, then end the stream (server shutdown, lifetime, slow)."""
+        if self._closing:
+            return
+        self._queue.append(last)
+        self._queued_bytes += len(last)
+        self._closing = True
+        self.reason = reason
+        self._wake()
+
+    def drop(self, last: bytes, reason: str) -> None:
+        """Discard what is queued, send ``last`` and end; abort the connection if its writer is stuck."""
+        if self._closing:
+            return
+        self.events_dropped += len(self._queue)
+        self._queue = [last]
+        self._queued_bytes = len(last)
+        self._closing = True
+        self.reason = reason
+        self._wake()
+        if self.blocked_since:
+            self.abort()
+
+    def _slow(self) -> None:
+        self.drop(SLOW_CONSUMER, "slow_consumer")
+
+    def set_abort(self, abort: Callable[[], None] | None) -> None:
+        """How to cut the connection when its writer cannot make progress (set by the HTTP layer)."""
+        self._abort = abort
+
+    def abort(self) -> None:
+        """Cut the connection now (a stalled peer): the blocked write returns and the writer ends."""
+        self._closing = True
+        if self._abort is not None:
+            abort, self._abort = self._abort, None
+            abort()
+        self._wake()
+
+    # --- consumer side (the connection's writer) --------------------------------------------------
+
+    def disconnected(self) -> None:
+        """The peer went away (seen by the HTTP layer)."""
+        self._gone = True
+        self._closing = True
+        if not self.reason:
+            self.reason = "disconnect"
+        self._queue = []
+        self._queued_bytes = 0
+        self._wake()
+
+    @property
+    def gone(self) -> bool:
+        return self._gone
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def next_body(self) -> bytes | None:
+        """Everything queued, joined into one write; ``None`` when the stream is over."""
+        while not self._queue:
+            if self._closing or self._gone:
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            await waiter
+        if self._gone:
+            return None
+        queue = self._queue
+        self._queue = []
+        self._queued_bytes = 0
+        return queue[0] if len(queue) == 1 else b"".join(queue)
+
+    def wrote(self, size: int, now: float) -> None:
+        self.bytes_sent += size
+        self.last_write = now
+
+
+class Registry:
+    """All connected clients, by id; counts per client key for per-client stream limits."""
+
+    def __init__(self, limits: ClientLimits) -> None:
+        self.limits = limits
+        self._clients: dict[str, Client] = {}
+        self._per_key: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def __iter__(self) -> Iterator[Client]:
+        return iter(list(self._clients.values()))
+
+    def open(self, peer: str, key: str | None = None) -> Client:
+        """Register a new client (``key`` identifies the client for limits; default its address)."""
+        client = Client(peer, key or peer.rpartition(":")[0] or peer, self.limits, asyncio.get_running_loop().time())
+        self._clients[client.id] = client
+        self._per_key[client.key] += 1
+        logger.debug("client connected", extra={"client_id": client.id, "peer": peer, "clients": len(self._clients)})
+        return client
+
+    def close(self, client: Client) -> None:
+        """Forget a client (its writer has ended)."""
+        if self._clients.pop(client.id, None) is None:
+            return
+        self._per_key[client.key] -= 1
+        if self._per_key[client.key] <= 0:
+            del self._per_key[client.key]
+        logger.debug(
+            "client disconnected",
+            extra={
+                "client_id": client.id,
+                "reason": client.reason or "closed",
+                "bytes_sent": client.bytes_sent,
+                "clients": len(self._clients),
+            },
+        )
+
+    def streams_of(self, key: str) -> int:
+        """Open streams of one client key (API key or address)."""
+        return self._per_key.get(key, 0)
+
+    def sweep(self, now: float, heartbeat_frame: bytes, lifetime_frame: bytes) -> None:
+        """Heartbeats for idle clients, abort for stalled writers, graceful end past max lifetime."""
+        limits = self.limits
+        idle_before = now - limits.heartbeat
+        for client in list(self._clients.values()):
+            if client.closing:
+                if client.blocked_since and now - client.blocked_since > limits.stall_timeout:
+                    client.abort()
+                continue
+            if client.blocked_since and now - client.blocked_since > limits.stall_timeout:
+                client.reason = "stalled"
+                client.abort()
+            elif client.deadline and now >= client.deadline:
+                client.finish(lifetime_frame, "max_lifetime")
+            elif client.last_write <= idle_before and not client.queued:
+                client.push(heartbeat_frame)
+
+    def shutdown(self, last: bytes) -> None:
+        """Tell every client to reconnect elsewhere and end its stream (SIGTERM drain)."""
+        for client in list(self._clients.values()):
+            client.finish(last, "server_shutdown")

@@ -1,0 +1,330 @@
+"""The streamer's process settings: one frozen model, built once from ``STREAMER_*`` variables.
+
+Every field is one environment variable (``STREAMER_`` + the field name in
+upper case, or the shared name given in ``json_schema_extra``), has a default
+that works on a laptop, and says its unit and why it has that default. The
+README's settings table is generated from this class (``make readme``).
+
+The live-tunable values (buffer size, flush and heartbeat intervals, the
+series list) are read here as the *base* of the live settings file: the file
+(``PULSESTREAM_SETTINGS_FILE``) overrides them at run time, the environment
+supplies what the file leaves out (:meth:`StreamerSettings.base_spec`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from pulsestream.durations import Duration, within
+from pulsestream.envsettings import EnvSettings
+from pulsestream.spec import DEFAULT_SERIES, SERIES_NAME_PATTERN, StreamSpec
+from pulsestream_streamer.auth import parse_keys
+from pulsestream_streamer.clientid import parse_networks
+
+__all__ = ["StreamerSettings"]
+
+
+#: A browser Origin: scheme, host, optional port; no path, no trailing slash.
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
+
+
+def _split(value: object) -> object:
+    """Comma-separated text to a list (environment variables are strings)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class StreamerSettings(EnvSettings):
+    """Everything the streamer process needs to start; see the README's settings table."""
+
+    env_prefix = "STREAMER_"
+
+    # --- HTTP server -----------------------------------------------------------------------------
+    host: str = Field(
+        default="127.0.0.1",
+        description="Interface the HTTP server binds; loopback on a laptop, containers set 0.0.0.0.",
+    )
+    port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0 = pick a free one).")
+    backlog: int = Field(
+        default=4096,
+        ge=16,
+        le=65535,
+        description="Listen backlog: pending TCP connections; large so a reconnect storm of browsers is absorbed.",
+    )
+    limit_concurrency: int = Field(
+        default=20000,
+        ge=10,
+        description="Most concurrent HTTP connections before new ones get 503; above the 10k SSE clients one pod "
+        "is sized for.",
+    )
+    graceful_shutdown: Annotated[Duration, within("0ms", "10m")] = Field(
+        default=Duration("10s"),
+        description="On SIGTERM, how long open connections get to finish after clients were told to reconnect.",
+    )
+    proxy_headers: bool = Field(
+        default=False,
+        description="Trust X-Forwarded-For/Proto from the peers in forwarded_allow_ips (off: the peer is the client).",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated proxy addresses whose forwarded headers are trusted when proxy_headers is on.",
+    )
+    cors_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed to call the API from a browser (empty = same origin only).",
+    )
+    api_keys: str = Field(
+        default="",
+        description="Comma-separated API keys for /v1/*; empty means open (see the security section).",
+        json_schema_extra={"secret": True},
+    )
+    api_keys_file: str = Field(
+        default="",
+        description="File of API keys, one per line (# comments), e.g. a mounted Secret; re-read by content hash "
+        "every settings_poll_interval, so keys rotate without a restart. Adds to STREAMER_API_KEYS.",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated CIDRs of proxies whose X-Forwarded-For names the client for rate limits; "
+        "empty = the direct peer is the client.",
+    )
+    protect_health_and_metrics: bool = Field(
+        default=False,
+        description="Whether /health and /metrics need an API key too; off so probes and Prometheus scrape "
+        "without one (they are never rate limited).",
+    )
+    cors_allow_credentials: bool = Field(
+        default=False,
+        description="Let browsers send cookies/HTTP auth cross-origin; needs explicit origins (never with *).",
+    )
+    rate_limit_requests_per_second: float = Field(
+        default=5.0,
+        gt=0,
+        le=100_000,
+        description="Sustained /v1 requests per second per client, the token refill rate (live: "
+        "rateLimit.requestsPerSecond).",
+    )
+    rate_limit_burst: int = Field(
+        default=10,
+        ge=1,
+        le=1_000_000,
+        description="Requests a client may make at once before the rate applies (live: rateLimit.burst).",
+    )
+    max_streams_per_client: int = Field(
+        default=4,
+        ge=1,
+        le=10_000,
+        description="Concurrent SSE streams per client; one stream carries many series, so a few suffice "
+        "(live: rateLimit.maxStreamsPerClient).",
+    )
+
+    # --- upstream (gRPC) -------------------------------------------------------------------------
+    generator_address: Annotated[list[str], Field(min_length=1)] = Field(
+        default_factory=lambda: ["127.0.0.1:50051"],
+        description="Generator gRPC address host:port; a comma-separated list means replicas to fail over between.",
+    )
+    keepalive_time: Annotated[Duration, within("1s", "1h")] = Field(
+        default=Duration("30s"),
+        description="Interval of gRPC keepalive pings on the upstream channel; finds a dead generator behind NAT.",
+    )
+    keepalive_timeout: Annotated[Duration, within("100ms", "10m")] = Field(
+        default=Duration("10s"),
+        description="How long a keepalive ping may stay unanswered before the channel is declared dead.",
+    )
+    connect_timeout: Annotated[Duration, within("100ms", "10m")] = Field(
+        default=Duration("5s"),
+        description="Upper bound for establishing one connection to a generator before trying again or failing over.",
+    )
+    unary_timeout: Annotated[Duration, within("100ms", "10m")] = Field(
+        default=Duration("5s"),
+        description="Deadline of unary calls (ListSeries), retries included.",
+    )
+    unary_retries: int = Field(
+        default=3,
+        ge=1,
+        le=5,
+        description="Attempts for unary calls on UNAVAILABLE (gRPC retry policy in the service config).",
+    )
+    max_message_size: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Largest gRPC message accepted, in bytes; history replays arrive in large batches.",
+    )
+    reconnect_base: Annotated[Duration, within("10ms", "1m")] = Field(
+        default=Duration("100ms"),
+        description="First delay before resubscribing after an upstream failure; doubles per failure.",
+    )
+    reconnect_cap: Annotated[Duration, within("100ms", "10m")] = Field(
+        default=Duration("5s"),
+        description="Longest delay between resubscribe attempts (full jitter below it).",
+    )
+    tls_ca_file: str = Field(
+        default="",
+        description="PEM CA bundle to verify the generator; set to use TLS upstream (empty = plaintext).",
+    )
+    tls_cert_file: str = Field(default="", description="PEM client certificate for mutual TLS upstream (optional).")
+    tls_key_file: str = Field(default="", description="PEM private key of the client certificate (optional).")
+    tls_server_name: str = Field(
+        default="",
+        description="Override of the name checked in the generator's certificate (empty = the address's host).",
+    )
+
+    # --- hub, ring, streams ----------------------------------------------------------------------
+    hub_linger: Annotated[Duration, within("0ms", "1h")] = Field(
+        default=Duration("30s"),
+        description="How long an upstream subscription stays open after its last client left; a reload or "
+        "reconnect within it costs no new gRPC stream.",
+    )
+    ring_capacity: int = Field(
+        default=20000,
+        ge=16,
+        le=10_000_000,
+        description="Points kept per (series, resolution) for window snapshots and resume; covers max_window at "
+        "30 ms frequency.",
+    )
+    max_series: int = Field(default=16, ge=1, le=64, description="Most series one stream may ask for.")
+    default_window: Annotated[Duration, within("0ms", "24h")] = Field(
+        default=Duration("5m"),
+        description="History sent in the first snapshot when the request has no window parameter.",
+    )
+    max_window: Annotated[Duration, within("1s", "24h")] = Field(
+        default=Duration("10m"),
+        description="Largest window a client may ask for; also how much history a new subscription loads.",
+    )
+    ready_timeout: Annotated[Duration, within("0ms", "1m")] = Field(
+        default=Duration("3s"),
+        description="How long a first client waits for a new subscription's history before its snapshot goes out "
+        "with what has arrived.",
+    )
+
+    # --- clients ---------------------------------------------------------------------------------
+    client_max_queue_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=4096,
+        description="Bytes of events queued for one client before it is dropped as a slow consumer "
+        "(with buffer_size events, the bound on a client's memory).",
+    )
+    client_stall_timeout: Annotated[Duration, within("1s", "1h")] = Field(
+        default=Duration("30s"),
+        description="A connection whose socket accepts nothing for this long is closed (dead or stalled peer).",
+    )
+    client_max_lifetime: Annotated[Duration, within("0ms", "24h")] = Field(
+        default=Duration("1h"),
+        description="Streams are closed (clients resume elsewhere) after this, +-10% jitter, so load rebalances "
+        "across replicas; 0ms = never.",
+    )
+    sse_retry: Annotated[Duration, within("0ms", "10m")] = Field(
+        default=Duration("2s"),
+        description="The SSE retry: value sent first: how long a browser waits before reconnecting.",
+    )
+    shutdown_retry: Annotated[Duration, within("0ms", "10m")] = Field(
+        default=Duration("250ms"),
+        description="The retry: value sent with the server_shutdown event, so browsers move to another pod quickly.",
+    )
+    sweep_interval: Annotated[Duration, within("100ms", "1m")] = Field(
+        default=Duration("1s"),
+        description="Period of the client sweep that sends heartbeats and enforces stall and lifetime limits.",
+    )
+
+    # --- live-tunable defaults (the settings file overrides them) --------------------------------
+    buffer_size: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Events queued per client before it is dropped as a slow consumer (live: bufferSize).",
+    )
+    flush_interval: Annotated[Duration, within("0ms", "10s")] = Field(
+        default=Duration("50ms"),
+        description="Batching window: points arriving within it go to each client as one event (live: flushInterval).",
+    )
+    heartbeat_interval: Annotated[Duration, within("1s", "10m")] = Field(
+        default=Duration("15s"),
+        description="Idle time before an SSE heartbeat comment; below proxies' 60 s idle timeouts (live: "
+        "heartbeatInterval).",
+    )
+    series: Annotated[list[Annotated[str, Field(pattern=SERIES_NAME_PATTERN)]], Field(min_length=1)] = Field(
+        default_factory=lambda: list(DEFAULT_SERIES),
+        description="Series offered when the generator's catalogue is unavailable (live: series).",
+    )
+
+    # --- shared names ----------------------------------------------------------------------------
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        default="info",
+        description="Log level; debug shows per-client and per-subscription flow.",
+        json_schema_extra={"env": "LOG_LEVEL"},
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log line format: text for people, json for collectors.",
+        json_schema_extra={"env": "LOG_FORMAT"},
+    )
+    settings_file: str = Field(
+        default="",
+        description="Live settings file (JSON or YAML, a StreamConfig spec) watched for changes; empty = none.",
+        json_schema_extra={"env": "PULSESTREAM_SETTINGS_FILE"},
+    )
+    settings_poll_interval: Annotated[Duration, within("100ms", "1m")] = Field(
+        default=Duration("1s"),
+        description="How often the live settings file is re-read (by content hash; survives ConfigMap swaps).",
+    )
+
+    @field_validator("generator_address", "cors_allowed_origins", "series", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, value: str) -> str:
+        parse_keys(value, ",")  # InvalidKeyError is a ValueError and never quotes a key
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin such as https://dash.example.com or http://host:3000")
+        return value
+
+    @field_validator("cors_allow_credentials")
+    @classmethod
+    def _no_wildcard_with_credentials(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and "*" in info.data.get("cors_allowed_origins", []):
+            raise ValueError("browsers refuse credentials with a wildcard origin: list the origins instead of *")
+        return value
+
+    @field_validator("generator_address")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"{address!r} is not host:port")
+        return value
+
+    def base_spec(self) -> StreamSpec:
+        """The live settings before any file: the environment's values for the live-tunable fields."""
+        return StreamSpec.model_validate(
+            {
+                "bufferSize": self.buffer_size,
+                "flushInterval": self.flush_interval,
+                "heartbeatInterval": self.heartbeat_interval,
+                "series": list(self.series),
+                "rateLimit": {
+                    "requestsPerSecond": self.rate_limit_requests_per_second,
+                    "burst": self.rate_limit_burst,
+                    "maxStreamsPerClient": self.max_streams_per_client,
+                },
+            }
+        )

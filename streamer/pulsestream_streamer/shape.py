@@ -1,0 +1,154 @@
+"""Points in the shapes browsers draw: D3 tidy rows and tables (pure functions, encoded with orjson).
+
+``format=d3``: ``{"points": [{"series", "t", "v", "seq", ...}], "meta": {...}}``
+with ``t`` in epoch milliseconds (``new Date(t)`` works directly); aggregated
+resolutions add ``min``, ``max``, ``mean``, ``count``, ``first``, ``last``.
+``format=table``: ``{"columns": [...], "rows": [[...]], "meta": {...}}``.
+
+A batch of one series is encoded once per format into a *fragment*: the JSON
+array items without the brackets. An event body is then a few byte joins of
+fragments (:func:`points_body`, :func:`snapshot_body`), so a point is
+serialised once however many streams and clients carry it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import orjson
+
+from pulsestream.spec import RESOLUTIONS
+from pulsestream_streamer.catalogue import SeriesInfo
+from pulsestream_streamer.samples import Sample
+
+__all__ = [
+    "FORMATS",
+    "Format",
+    "columns",
+    "fragment",
+    "points_body",
+    "points_meta",
+    "snapshot_body",
+    "snapshot_meta",
+]
+
+Format = Literal["d3", "table"]
+FORMATS: tuple[Format, ...] = ("d3", "table")
+
+RAW_COLUMNS = ("series", "t", "v", "seq")
+AGGREGATE_COLUMNS = ("series", "t", "v", "min", "max", "mean", "count", "first", "last", "seq")
+
+
+def columns(resolution: str) -> tuple[str, ...]:
+    """Table columns (and D3 row fields) for a resolution."""
+    return RAW_COLUMNS if resolution == "raw" else AGGREGATE_COLUMNS
+
+
+def _d3_rows(series: str, samples: Iterable[Sample], aggregated: bool) -> list[dict[str, Any]]:
+    if aggregated:
+        return [
+            {
+                "series": series,
+                "t": s.t,
+                "v": s.v,
+                "min": s.min,
+                "max": s.max,
+                "mean": s.mean,
+                "count": s.n,
+                "first": s.first,
+                "last": s.last,
+                "seq": s.seq,
+            }
+            for s in samples
+        ]
+    return [{"series": series, "t": s.t, "v": s.v, "seq": s.seq} for s in samples]
+
+
+def _table_rows(series: str, samples: Iterable[Sample], aggregated: bool) -> list[list[Any]]:
+    if aggregated:
+        return [[series, s.t, s.v, s.min, s.max, s.mean, s.n, s.first, s.last, s.seq] for s in samples]
+    return [[series, s.t, s.v, s.seq] for s in samples]
+
+
+def fragment(fmt: Format, series: str, samples: Sequence[Sample], resolution: str) -> bytes:
+    """The JSON items (no brackets) for ``samples`` of one series; empty bytes for no samples."""
+    if not samples:
+        return b""
+    aggregated = resolution != "raw"
+    rows = _d3_rows(series, samples, aggregated) if fmt == "d3" else _table_rows(series, samples, aggregated)
+    return orjson.dumps(rows)[1:-1]
+
+
+def _join(fragments: Iterable[bytes]) -> bytes:
+    return b",".join(part for part in fragments if part)
+
+
+def points_meta(fmt: Format, resolution: str) -> bytes:
+    """The small, constant ``meta`` of ``points`` events (the snapshot carries the full one)."""
+    meta: dict[str, Any] = {"resolution": resolution}
+    if fmt == "d3":
+        meta |= {"x": "t", "y": "v"}
+    return orjson.dumps(meta)
+
+
+def snapshot_meta(
+    fmt: Format,
+    resolution: str,
+    infos: Sequence[SeriesInfo],
+    window_ms: int,
+    now_ms: int,
+) -> dict[str, Any]:
+    """Axis hints for a chart: fields, units, x and y domains, resolution and bucket width."""
+    ranges = [(info.expected_min, info.expected_max) for info in infos if info.expected_max > info.expected_min]
+    meta: dict[str, Any] = {
+        "resolution": resolution,
+        "bucketMs": round(RESOLUTIONS[resolution] * 1000),
+        "windowMs": window_ms,
+        "fields": list(columns(resolution)),
+        "units": {info.name: info.unit for info in infos},
+        "series": [info.to_json() for info in infos],
+    }
+    if fmt == "d3":
+        meta |= {
+            "x": "t",
+            "y": "v",
+            "xType": "time",
+            "xUnit": "ms",
+            "xDomain": [now_ms - window_ms, now_ms],
+            "yDomain": [min(lo for lo, _ in ranges), max(hi for _, hi in ranges)] if ranges else None,
+            "yDomains": {info.name: [info.expected_min, info.expected_max] for info in infos},
+        }
+    return meta
+
+
+def points_body(fmt: Format, resolution: str, fragments: Iterable[bytes], meta: bytes) -> bytes:
+    """The data of a ``points`` event from pre-encoded fragments."""
+    rows = _join(fragments)
+    if fmt == "d3":
+        return b'{"points":[' + rows + b'],"meta":' + meta + b"}"
+    return b'{"columns":' + orjson.dumps(columns(resolution)) + b',"rows":[' + rows + b'],"meta":' + meta + b"}"
+
+
+def snapshot_body(
+    fmt: Format,
+    resolution: str,
+    fragments: Iterable[bytes],
+    meta: dict[str, Any],
+    *,
+    reset: bool,
+    resumed: bool,
+) -> bytes:
+    """The data of a ``snapshot`` event: rows, full meta, and whether it replaces or continues.
+
+    ``reset`` is true when the client sent a cursor that could not be honoured (too old or
+    unreadable): discard what you have. ``resumed`` is true when the snapshot holds exactly
+    the points missed since the client's cursor: append them.
+    """
+    flags = orjson.dumps({"reset": reset, "resumed": resumed})[1:-1]
+    rows = _join(fragments)
+    encoded_meta = orjson.dumps(meta)
+    if fmt == "d3":
+        return b'{"points":[' + rows + b'],"meta":' + encoded_meta + b"," + flags + b"}"
+    head = b'{"columns":' + orjson.dumps(columns(resolution))
+    return head + b',"rows":[' + rows + b'],"meta":' + encoded_meta + b"," + flags + b"}"

@@ -1,0 +1,325 @@
+"""The gRPC side: one shared channel per generator address, the Subscribe call, reconnect and failover.
+
+- :class:`Upstream` owns the channels (created lazily, one per address in
+  ``STREAMER_GENERATOR_ADDRESS``, shared by every subscription, closed on
+  shutdown) and knows which address is current. :meth:`Upstream.subscribe`
+  is the ONE place a ``Subscribe`` call is made (tracing wraps it there);
+  :meth:`Upstream.list_series` the one ``ListSeries`` call (deadline and
+  retry policy from the service config).
+- :func:`follow` keeps one topic's stream alive: on failure it tells the
+  topic (which tells its clients with an ``error`` event), moves to the next
+  address, waits with exponential backoff and full jitter under a cap, and
+  resubscribes ``after_sequence`` = the last sequence the topic holds, so the
+  browser sees no gap and no duplicate. ``RESOURCE_EXHAUSTED`` (the generator
+  dropped us for being slow) and a gap found by the sequencer resubscribe at
+  once; a start the generator no longer holds restarts from the window and
+  reports the hole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+import grpc.aio
+from google.protobuf import timestamp_pb2
+
+from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
+from pulsestream_streamer.catalogue import Catalogue, SeriesInfo
+from pulsestream_streamer.samples import Sample, from_point
+from pulsestream_streamer.settings import StreamerSettings
+
+__all__ = ["Backoff", "Start", "TopicSink", "Upstream", "UpstreamError", "follow"]
+
+logger = logging.getLogger(__name__)
+
+_SERVICE = "pulsestream.v1.TimeSeriesService"
+
+
+class UpstreamError(RuntimeError):
+    """The generator could not answer (down, or rejected the request); ``code`` is the gRPC status name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where a subscription starts: after a sequence (resume), at a time (window), or live."""
+
+    after: int | None = None
+    time_ms: int | None = None
+
+
+class Backoff:
+    """Exponential backoff with full jitter and a cap (pure; ``rng`` injectable for tests)."""
+
+    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        """The delay before the next attempt: uniform in [base/2, min(cap, base * 2**attempt)]."""
+        ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return self._rng.uniform(min(self.base / 2, ceiling), ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def _timestamp_ms(point: timeseries_pb2.Point) -> int:
+    stamp = point.timestamp
+    return int(stamp.seconds) * 1000 + int(stamp.nanos) // 1_000_000
+
+
+def samples_of(response: timeseries_pb2.SubscribeResponse, series: str) -> list[Sample]:
+    """The points of ``series`` in one response, as samples."""
+    return [from_point(p, _timestamp_ms(p)) for p in response.points if p.series == series]
+
+
+def _service_config(settings: StreamerSettings) -> str:
+    """Retry policy for the unary ListSeries (streams are resumed by :func:`follow` instead)."""
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{"service": _SERVICE, "method": "ListSeries"}],
+                    "timeout": f"{settings.unary_timeout.seconds:.3f}s",
+                    "retryPolicy": {
+                        "maxAttempts": max(2, settings.unary_retries),
+                        "initialBackoff": f"{settings.reconnect_base.seconds:.3f}s",
+                        "maxBackoff": f"{settings.reconnect_cap.seconds:.3f}s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
+def channel_options(settings: StreamerSettings) -> list[tuple[str, Any]]:
+    """gRPC channel arguments from the settings: keepalive, message size, reconnect pacing, retries."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.keepalive_time_ms", settings.keepalive_time.millis),
+        ("grpc.keepalive_timeout_ms", settings.keepalive_timeout.millis),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_receive_message_length", settings.max_message_size),
+        ("grpc.max_send_message_length", settings.max_message_size),
+        ("grpc.initial_reconnect_backoff_ms", settings.reconnect_base.millis),
+        ("grpc.min_reconnect_backoff_ms", settings.reconnect_base.millis),
+        ("grpc.max_reconnect_backoff_ms", settings.reconnect_cap.millis),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", _service_config(settings)),
+    ]
+    if settings.tls_server_name:
+        options.append(("grpc.ssl_target_name_override", settings.tls_server_name))
+    return options
+
+
+def channel_credentials(settings: StreamerSettings) -> grpc.ChannelCredentials | None:
+    """TLS credentials when a CA file is configured (optionally with a client certificate), else None."""
+    if not settings.tls_ca_file:
+        return None
+    ca = Path(settings.tls_ca_file).read_bytes()
+    cert = Path(settings.tls_cert_file).read_bytes() if settings.tls_cert_file else None
+    key = Path(settings.tls_key_file).read_bytes() if settings.tls_key_file else None
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+class Upstream:
+    """Channels to the generator replicas; the current one is used, failures move to the next."""
+
+    def __init__(self, settings: StreamerSettings) -> None:
+        self.settings = settings
+        self.addresses = list(settings.generator_address)
+        self._index = 0
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._options = channel_options(settings)
+        self._credentials = channel_credentials(settings)
+        self.last_error: str | None = None
+
+    @property
+    def address(self) -> str:
+        return self.addresses[self._index]
+
+    def channel(self, address: str | None = None) -> grpc.aio.Channel:
+        """The shared channel to ``address`` (default: the current one), created on first use."""
+        target = address or self.address
+        channel = self._channels.get(target)
+        if channel is None:
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(target, self._credentials, options=self._options)
+            else:
+                channel = grpc.aio.insecure_channel(target, options=self._options)
+            self._channels[target] = channel
+        return channel
+
+    def failover(self, failed: str) -> None:
+        """Move to the next address after ``failed`` (no-op if another subscription already moved on)."""
+        if len(self.addresses) > 1 and self.address == failed:
+            self._index = (self._index + 1) % len(self.addresses)
+            logger.info("upstream failover", extra={"failed": failed, "address": self.address})
+
+    def state(self) -> str:
+        """Connectivity of the current channel: idle, connecting, ready, transient_failure, shutdown."""
+        channel = self._channels.get(self.address)
+        if channel is None:
+            return "idle"
+        return str(channel.get_state(try_to_connect=False).name).lower()
+
+    async def wait_connected(self, address: str) -> None:
+        """Wait until ``address`` is connected, at most ``connect_timeout``; raise UpstreamError otherwise."""
+        try:
+            await asyncio.wait_for(self.channel(address).channel_ready(), self.settings.connect_timeout.seconds)
+        except TimeoutError:
+            raise UpstreamError("UNAVAILABLE", f"cannot connect to {address}") from None
+
+    async def list_series(self) -> Catalogue:
+        """The generator's catalogue (ListSeries, with deadline and retries); raise UpstreamError."""
+        stub = timeseries_pb2_grpc.TimeSeriesServiceStub(self.channel())  # type: ignore[no-untyped-call]
+        try:
+            reply = await stub.ListSeries(
+                timeseries_pb2.ListSeriesRequest(), timeout=self.settings.unary_timeout.seconds
+            )
+        except grpc.aio.AioRpcError as error:
+            self.last_error = f"{error.code().name}: {error.details()}"
+            raise UpstreamError(error.code().name, str(error.details())) from error
+        self.last_error = None
+        return Catalogue(
+            series={
+                info.name: SeriesInfo(
+                    info.name, info.unit, info.description, info.expected_min, info.expected_max, info.shape
+                )
+                for info in reply.series
+            },
+            frequency_ms=reply.frequency.seconds * 1000 + reply.frequency.nanos // 1_000_000,
+            retention_ms=reply.retention.seconds * 1000 + reply.retention.nanos // 1_000_000,
+            resolutions=tuple(reply.resolutions) or ("raw", "1s", "5s", "1m"),
+            known=True,
+        )
+
+    async def subscribe(
+        self, series: list[str], resolution: str, start: Start, address: str | None = None
+    ) -> AsyncGenerator[timeseries_pb2.SubscribeResponse, None]:
+        """THE Subscribe call: yield responses until the stream ends; raise UpstreamError on failure.
+
+        Closing the generator (``aclose``) cancels the call at once.
+        """
+        request = timeseries_pb2.SubscribeRequest(series=series, resolution=resolution)
+        if start.after is not None:
+            request.after_sequence = start.after
+        elif start.time_ms is not None:
+            request.start_time.CopyFrom(timestamp_pb2.Timestamp(seconds=start.time_ms // 1000, nanos=0))
+            request.start_time.nanos = (start.time_ms % 1000) * 1_000_000
+        stub = timeseries_pb2_grpc.TimeSeriesServiceStub(self.channel(address))  # type: ignore[no-untyped-call]
+        call = stub.Subscribe(request)
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as error:
+            self.last_error = f"{error.code().name}: {error.details()}"
+            raise UpstreamError(error.code().name, str(error.details())) from error
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        """Close every channel (in-flight calls end with CANCELLED)."""
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close(grace=None)
+
+
+class TopicSink(Protocol):
+    """What :func:`follow` needs from a topic."""
+
+    series: str
+    resolution: str
+
+    def resume_point(self) -> Start:
+        """Where to (re)subscribe: after the last held sequence, or the window start when empty."""
+        ...
+
+    def deliver(self, samples: list[Sample]) -> bool:
+        """Take new points; return False when the sequencer found a gap (resubscribe now)."""
+        ...
+
+    def upstream_down(self, code: str, message: str) -> None: ...
+
+    def upstream_up(self) -> None: ...
+
+    def start_lost(self, message: str) -> None:
+        """The generator no longer holds the resume point: forget it, restart from the window."""
+        ...
+
+
+async def follow(upstream: Upstream, topic: TopicSink, on_reconnect: Any = None) -> None:
+    """Keep ``topic`` subscribed until cancelled (reconnect, failover, resume). Never returns normally."""
+    settings = upstream.settings
+    backoff = Backoff(settings.reconnect_base.seconds, settings.reconnect_cap.seconds)
+    first = True
+    rejected = 0
+    while True:
+        address = upstream.address
+        start = topic.resume_point()
+        outage: UpstreamError | None = None
+        if not first and on_reconnect is not None:
+            on_reconnect()
+        first = False
+        logger.debug(
+            "upstream subscribe",
+            extra={"series": topic.series, "resolution": topic.resolution, "address": address, "after": start.after},
+        )
+        stream = upstream.subscribe([topic.series], topic.resolution, start, address)
+        try:
+            up = False
+            async for response in stream:
+                if not up:
+                    up = True
+                    rejected = 0
+                    backoff.reset()
+                    topic.upstream_up()
+                if not topic.deliver(samples_of(response, topic.series)):
+                    logger.info("sequence gap, resubscribing", extra={"series": topic.series})
+                    break
+            else:
+                outage = UpstreamError("UNAVAILABLE", f"stream from {address} ended")
+        except UpstreamError as error:
+            if error.code == "RESOURCE_EXHAUSTED":
+                logger.info("upstream dropped us as slow, resubscribing", extra={"series": topic.series})
+                continue
+            if error.code == "INVALID_ARGUMENT" and rejected < 3:
+                # The generator no longer holds our start (restarted with less history, clocks apart).
+                rejected += 1
+                topic.start_lost(str(error))
+                continue
+            outage = error
+        except Exception as error:  # a bug or a protocol surprise: log it, treat as an outage, keep going
+            logger.exception("upstream stream failed", extra={"series": topic.series})
+            outage = UpstreamError("INTERNAL", str(error))
+        finally:
+            await stream.aclose()
+        if outage is not None:
+            topic.upstream_down(outage.code, str(outage))
+            upstream.failover(address)
+            delay = backoff.next()
+            logger.info(
+                "upstream down, retrying in %.2fs: %s %s",
+                delay,
+                outage.code,
+                outage,
+                extra={"series": topic.series, "address": address},
+            )
+            await asyncio.sleep(delay)
