@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true", help="3 clients, 2 s: proves the harness works")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
     parser.add_argument("--logs", metavar="DIR", help="keep the services' logs in DIR")
+    parser.add_argument("--profile", metavar="DIR", help="sample each target with py-spy while measuring")
     return parser
 
 
@@ -108,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         logs = Path(args.logs) / f"{len(results):02d}" if args.logs else None
         if logs is not None:
             logs.mkdir(parents=True, exist_ok=True)
-        results.append(run_scenario(scenario, targets, logs))
+        profile_dir = Path(args.profile) if args.profile else None
+        if profile_dir is not None:
+            profile_dir.mkdir(parents=True, exist_ok=True)
+        results.append(run_scenario(scenario, targets, logs, profile_dir))
         print(render(results[-1:]), file=out, flush=True)
     if args.json:
         document = {"machine": info, "command": sys.argv, "scenarios": results}

@@ -65,4 +65,9 @@ def render(scenarios: Sequence[dict[str, Any]]) -> str:
         for result in scenario["results"]:
             for problem in result.get("errors", [])[:5]:
                 lines.append(f"  {result['target']}: {problem}")
+        for result in scenario["results"]:
+            profile = result.get("profile")
+            if profile:
+                lines.append(f"{result['target']} profile ({profile['file']}), busiest functions by self time:")
+                lines.extend(f"  {share:5.1f}%  {name}" for name, share in profile["self"][:10])
     return "\n".join(lines).lstrip("\n")

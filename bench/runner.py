@@ -11,9 +11,12 @@ target's CPU seconds and memory growth, and continuity from ``seq``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from bench import profiling
 from bench.loadclient import LoadPlan, LoadRun, Tally
 from bench.report import ratios
 from bench.services import Service, ServiceError, cpu_seconds, free_port, grpc_serving, http_healthy, rss_bytes
@@ -58,6 +62,11 @@ class Scenario:
     def step_ms(self) -> int:
         """How far apart consecutive sequences of one series are."""
         return _BUCKET_MS.get(self.resolution) or self.period_ms
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe label, e.g. ``n1000-r100-raw`` or ``idle10000``."""
+        return f"idle{self.clients}" if self.idle else f"n{self.clients}-r{1000 // self.period_ms}-{self.resolution}"
 
     @property
     def title(self) -> str:
@@ -144,6 +153,17 @@ def _target_service(
     return Service(target, argv, env, log_dir, _REPO), port
 
 
+def _prime(port: int, path: str, seconds: float) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
+        deadline = time.monotonic() + seconds
+        with contextlib.suppress(TimeoutError):
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                if not sock.recv(65536):
+                    break
+
+
 def _seconds(duration: str) -> float:
     from pulsestream.durations import parse_seconds
 
@@ -158,14 +178,24 @@ def _sleep_until(deadline: float, services: Sequence[Service]) -> None:
 
 
 def measure_target(
-    target: str, scenario: Scenario, *, gen: Service, gen_port: int, settings: Path, logs: Path
+    target: str,
+    scenario: Scenario,
+    *,
+    gen: Service,
+    gen_port: int,
+    settings: Path,
+    logs: Path,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run the scenario's load against one target; returns the row of numbers the report prints."""
     service, port = _target_service(target, scenario, gen_port, settings, logs)
     row: dict[str, Any] = {"target": target, "clients": scenario.clients, "errors": []}
     with service:
         service.wait_until(http_healthy(port), 60, "healthy")
-        time.sleep(0.5)  # let start-up allocations settle before the baseline
+        # One short stream first, so lazy start-up work (imports, the first upstream subscription
+        # and its history) lands in the baseline rather than in the per-connection memory.
+        _prime(port, scenario.path(), seconds=1.0)
+        time.sleep(0.5)
         rss_base = rss_bytes(service.pid)
         plan = LoadPlan(
             host="127.0.0.1",
@@ -189,11 +219,23 @@ def measure_target(
             load.control.set_window(start, end)
             _sleep_until(start, [service, gen])
             cpu0, gen_cpu0 = cpu_seconds(service.pid), cpu_seconds(gen.pid)
+            sampler = None
+            if profile_dir is not None:
+                profile_path = profile_dir / f"{target}-{scenario.slug}.txt"
+                sampler = profiling.start(service.pid, scenario.duration, profile_path)
             load_cpu0 = sum(cpu_seconds(pid) for pid in load.pids)
             _sleep_until(end, [service, gen])
             cpu1, gen_cpu1 = cpu_seconds(service.pid), cpu_seconds(gen.pid)
             load_cpu1 = sum(cpu_seconds(pid) for pid in load.pids)
             rss_end = rss_bytes(service.pid)
+            if sampler is not None:
+                try:
+                    sampler.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    sampler.kill()
+                    sampler.wait()
+                if profile_path.exists():
+                    row["profile"] = {"file": str(profile_path), **profiling.summarise(profile_path.read_text())}
             tally = load.collect(timeout=30 + scenario.clients / 200)
     row.update(_numbers(scenario, tally, cpu1 - cpu0, rss_end - rss_base, rss_base))
     row["generator_cores"] = round((gen_cpu1 - gen_cpu0) / scenario.duration, 3)
@@ -245,7 +287,9 @@ def _numbers(scenario: Scenario, tally: Tally, cpu: float, rss_growth: int, rss_
     }
 
 
-def run_scenario(scenario: Scenario, targets: Sequence[str], log_root: Path | None = None) -> dict[str, Any]:
+def run_scenario(
+    scenario: Scenario, targets: Sequence[str], log_root: Path | None = None, profile_dir: Path | None = None
+) -> dict[str, Any]:
     """Measure every target under ``scenario``; a target that fails to run gets a row with its error."""
     with ExitStack() as stack:
         if log_root is None:
@@ -257,7 +301,15 @@ def run_scenario(scenario: Scenario, targets: Sequence[str], log_root: Path | No
             for target in targets:
                 try:
                     results.append(
-                        measure_target(target, scenario, gen=gen, gen_port=gen_port, settings=settings, logs=log_root)
+                        measure_target(
+                            target,
+                            scenario,
+                            gen=gen,
+                            gen_port=gen_port,
+                            settings=settings,
+                            logs=log_root,
+                            profile_dir=profile_dir,
+                        )
                     )
                 except ServiceError as error:
                     results.append({"target": target, "errors": [str(error)], "error_count": 1})
