@@ -244,6 +244,11 @@ async def test_helm_install_renders_valid_restricted_objects(
         volumes = workload["spec"]["template"]["spec"]["volumes"]
         assert config_map in [v["configMap"]["name"] for v in volumes if "configMap" in v]
 
+    # Least privilege is the same on both paths: the chart's Role grants exactly what k8s/ grants.
+    k8s_role = next(o for o in yaml.safe_load_all((K8S / "operator.yaml").read_text()) if o["kind"] == "Role")
+    (role,) = by_kind(objects, "Role").values()
+    assert role["rules"] == k8s_role["rules"]
+
     notes = result["info"]["notes"]
     assert "grpcurl -plaintext 127.0.0.1:50051 list" in notes
     assert "port-forward" in notes or "http" in notes

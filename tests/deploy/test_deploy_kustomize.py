@@ -168,8 +168,12 @@ def test_the_operator_role_is_namespaced_and_grants_what_the_operator_needs(
         ("pulsestream.io", "streamconfigs", "list"),
         ("pulsestream.io", "streamconfigs", "patch"),
         ("pulsestream.io", "streamconfigs/status", "patch"),
+        ("", "configmaps", "get"),
         ("", "configmaps", "create"),
         ("", "configmaps", "patch"),
+        ("", "configmaps", "delete"),
+        ("apps", "deployments", "list"),
+        ("apps", "deployments", "patch"),
         ("", "events", "create"),
     }
     assert needed <= granted
