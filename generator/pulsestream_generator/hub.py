@@ -127,9 +127,10 @@ class TickBatch:
 class Subscription:
     """One live subscriber's bounded queue of batches."""
 
-    def __init__(self, query: Query, capacity: Callable[[], int]) -> None:
+    def __init__(self, query: Query, capacity: Callable[[], int], on_overflow: Callable[[], None]) -> None:
         self.query = query
         self._capacity = capacity
+        self._on_overflow = on_overflow
         self._queue: deque[TickBatch] = deque()
         self._ready = asyncio.Event()
         self.ended: tuple[EndReason, int] | None = None
@@ -150,6 +151,7 @@ class Subscription:
         capacity = self._capacity()
         if len(self._queue) >= capacity:
             self.end(EndReason.OVERFLOW, capacity)
+            self._on_overflow()
             return
         self._queue.append(batch)
         self._ready.set()
@@ -315,6 +317,10 @@ class Hub:
         for sub in list(self._subscriptions):
             sub.end(EndReason.DRAINING)
 
+    def _overflowed(self) -> None:
+        self.metrics.overflows.inc()
+        logger.debug("subscriber overflowed its buffer", extra={"buffer_size": self.spec.buffer_size})
+
     def _check(self, query: Query, cursor: int) -> None:
         if self.draining:
             raise StreamEnded(EndReason.DRAINING, f"server draining, reconnect (resume with after_sequence={cursor})")
@@ -332,7 +338,6 @@ class Hub:
     def _explain(self, sub: Subscription, cursor: int) -> StreamEnded:
         reason, detail = sub.ended or (EndReason.DRAINING, 0)
         if reason is EndReason.OVERFLOW:
-            self.metrics.overflows.inc()
             return StreamEnded(
                 reason,
                 f"subscriber fell more than {detail} messages behind (bufferSize); "
@@ -357,7 +362,7 @@ class Hub:
             yield response
             cursor = reached
         # Caught up: register in this same loop step, so the next batch is the next tick.
-        sub = Subscription(query, lambda: self.spec.buffer_size)
+        sub = Subscription(query, lambda: self.spec.buffer_size, self._overflowed)
         self._subscriptions.add(sub)
         self._widths[query.width_ms] += 1
         try:

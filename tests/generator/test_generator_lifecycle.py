@@ -1,0 +1,206 @@
+"""Lifecycle: health, drain, SIGTERM on the real console script, lifecycle logs, metrics, bad settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from conftest import StartGenerator
+from generator_streams import read_messages
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pulsestream_generator.server import GeneratorApp
+
+from pulsestream.v1 import random_pb2, random_pb2_grpc, timeseries_pb2, timeseries_pb2_grpc
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SCRIPT = Path(sys.executable).parent / "pulsestream-generator"
+
+
+async def check(channel: grpc.aio.Channel, service: str) -> int:
+    response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))
+    return int(response.status)
+
+
+async def test_health_is_serving_then_not_serving_while_draining_and_streams_end_unavailable(
+    generator: GeneratorApp,
+) -> None:
+    async with grpc.aio.insecure_channel(generator.address) as channel:
+        assert await check(channel, "") == SERVING
+        assert await check(channel, "pulsestream.v1.TimeSeriesService") == SERVING
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == SERVING
+        stub = timeseries_pb2_grpc.TimeSeriesServiceStub(channel)
+        live = stub.Subscribe(timeseries_pb2.SubscribeRequest(series=["cpu"]))
+        numbers = random_pb2_grpc.RandomServiceStub(channel).StreamNumbers(random_pb2.StreamNumbersRequest(count=0))
+        await read_messages(live, 2)
+        await numbers.read()
+
+        await generator.drain()
+
+        assert (await watch.read()).status == NOT_SERVING
+        assert await check(channel, "") == NOT_SERVING
+        assert await check(channel, "pulsestream.v1.TimeSeriesService") == NOT_SERVING
+        for call in (live, numbers):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async with asyncio.timeout(5):
+                    while True:
+                        await call.read()
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "draining" in caught.value.details()
+        assert "after_sequence=" in str(await live.details())
+        refused = stub.Subscribe(timeseries_pb2.SubscribeRequest(series=["cpu"]))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await refused.read()
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        watch.cancel()
+
+
+async def test_stream_lifecycle_is_logged_at_debug_level(
+    generator: GeneratorApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="pulsestream_generator")
+    async with grpc.aio.insecure_channel(generator.address) as channel:
+        stub = timeseries_pb2_grpc.TimeSeriesServiceStub(channel)
+        call = stub.Subscribe(timeseries_pb2.SubscribeRequest(series=["cpu", "memory"], resolution="raw"))
+        await read_messages(call, 3)
+        call.cancel()
+        bad = stub.Subscribe(timeseries_pb2.SubscribeRequest(series=["nope"]))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await bad.read()
+        async with asyncio.timeout(5):
+            while not any(r.getMessage() == "stream closed" for r in caplog.records):
+                await asyncio.sleep(0.01)
+    opened = next(r for r in caplog.records if r.getMessage() == "stream opened")
+    closed = next(r for r in caplog.records if r.getMessage() == "stream closed")
+    rejected = next(r for r in caplog.records if r.getMessage().startswith("stream rejected"))
+    assert opened.levelno == closed.levelno == rejected.levelno == logging.DEBUG
+    assert opened.__dict__["peer"].startswith("ipv") and opened.__dict__["series"] == "cpu,memory"
+    assert closed.__dict__["reason"] == "cancelled"
+    assert closed.__dict__["points_sent"] >= 6
+    assert "series" in rejected.getMessage()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_serving(address: str, proc: asyncio.subprocess.Process, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        while time.monotonic() < deadline:
+            assert proc.returncode is None, "generator exited during start-up"
+            try:
+                if await check(channel, "") == SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"generator at {address} never reported SERVING")
+
+
+async def test_sigterm_drains_the_real_process_within_the_grace_period(tmp_path: Path) -> None:
+    if not SCRIPT.exists():
+        pytest.fail(f"{SCRIPT} missing: run `make install`")
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "GENERATOR_PORT": str(port),
+        "GENERATOR_METRICS_PORT": str(metrics_port),
+        "GENERATOR_FREQUENCY": "20ms",
+        "GENERATOR_RETENTION": "30s",
+        "GENERATOR_GRACE_PERIOD": "5s",
+        "LOG_LEVEL": "debug",
+        "PULSESTREAM_SETTINGS_FILE": "",
+    }
+    stderr = (tmp_path / "stderr.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(str(SCRIPT), env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        address = f"127.0.0.1:{port}"
+        await wait_serving(address, proc)
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        assert "pulsestream_generator_points_produced_total" in metrics
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = timeseries_pb2_grpc.TimeSeriesServiceStub(channel).Subscribe(
+                timeseries_pb2.SubscribeRequest(series=["cpu", "latency"])
+            )
+            await read_messages(call, 3)
+            sent_at = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async with asyncio.timeout(5):
+                    while True:
+                        await call.read()
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "server draining, reconnect" in caught.value.details()
+        async with asyncio.timeout(10):
+            code = await proc.wait()
+        elapsed = time.monotonic() - sent_at
+        assert code == 0
+        assert elapsed < 5, f"took {elapsed:.1f}s, beyond the 5s grace period"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        stderr.close()
+    log = (tmp_path / "stderr.log").read_text()
+    for line in (
+        "received SIGTERM",
+        "draining: health NOT_SERVING",
+        "draining: refusing new streams, ending 1 in flight",
+        "draining: all streams ended",
+        "stopping gRPC server",
+        "generator stopped",
+    ):
+        assert line in log, f"missing log line {line!r} in:\n{log}"
+    assert "DEBUG" in log and "stream opened" in log and "reason=draining" in log
+
+
+def test_a_bad_environment_variable_exits_2_with_a_message_naming_it() -> None:
+    env = {**os.environ, "GENERATOR_FREQUENCY": "fast", "GENERATOR_PORT": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pulsestream_generator"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "GENERATOR_FREQUENCY='fast' is invalid" in result.stderr
+
+
+async def test_metrics_come_from_the_apps_own_registry(start_generator: StartGenerator) -> None:
+    one = await start_generator(frequency="20ms")
+    two = await start_generator(frequency="20ms")
+    async with grpc.aio.insecure_channel(one.address) as channel:
+        call = timeseries_pb2_grpc.TimeSeriesServiceStub(channel).Subscribe(
+            timeseries_pb2.SubscribeRequest(series=["cpu"])
+        )
+        await read_messages(call, 3)
+        assert one.metrics.registry.get_sample_value("pulsestream_generator_subscribers", {"resolution": "raw"}) == 1
+        call.cancel()
+
+    def sample(app: GeneratorApp, name: str, labels: dict[str, str] | None = None) -> float:
+        return app.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+    async with asyncio.timeout(5):
+        while sample(one, "pulsestream_generator_stream_ends_total", {"rpc": "Subscribe", "reason": "cancelled"}) < 1:
+            await asyncio.sleep(0.01)
+    assert sample(one, "pulsestream_generator_points_sent_total") >= 3
+    assert sample(one, "pulsestream_generator_stream_starts_total", {"rpc": "Subscribe"}) == 1
+    assert sample(two, "pulsestream_generator_stream_starts_total", {"rpc": "Subscribe"}) == 0
+    assert sample(two, "pulsestream_generator_points_produced_total") > 0
