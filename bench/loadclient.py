@@ -46,6 +46,7 @@ PREVIOUS_KEYS = ("prev", "previous_sequence", "previousSequence", "prevSeq")
 _CACHE_LIMIT = 4096
 _CONNECT_ATTEMPTS = 3
 _POLL = 0.05
+_EXAMPLES = 5  # gap and duplicate examples kept, to tell where they happen
 
 Decoded = tuple[tuple[tuple[str, float, int, int], ...], bool]
 
@@ -123,6 +124,7 @@ class Tally:
     other_events: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
+    examples: list[str] = field(default_factory=list)
 
     def merge(self, other: Tally) -> None:
         for name in (
@@ -146,6 +148,7 @@ class Tally:
         self.other_events.update(other.other_events)
         self.errors.update(other.errors)
         self.histogram.merge(other.histogram)
+        self.examples.extend(other.examples[: max(0, _EXAMPLES - len(self.examples))])
 
 
 class _Worker:
@@ -169,6 +172,12 @@ class _Worker:
             cached = self._cache[data] = decode_points(data)
         return cached
 
+    def _example(self, what: str, stream: _Stream, kind: bytes, *, series: str, before: int, seq: int) -> None:
+        if len(self.tally.examples) < _EXAMPLES:
+            self.tally.examples.append(
+                f"{what} in {kind.decode()} event #{stream.events} of a stream: {series} seq {seq} after {before}"
+            )
+
     def on_events(self, stream: _Stream, now: float, events: Iterable[Event]) -> None:
         tally = self.tally
         measuring = self.window_start <= now < self.window_end
@@ -177,6 +186,7 @@ class _Worker:
         step = self.step
         last = stream.last
         for event in events:
+            stream.events += 1
             kind = event.type
             is_points = kind == b"points"
             if not is_points and kind != b"snapshot":
@@ -207,9 +217,11 @@ class _Worker:
                     if not ok:
                         if seq <= before:
                             tally.duplicates += 1
+                            self._example("duplicate", stream, kind, series=series, before=before, seq=seq)
                             continue
                         tally.gaps += 1
                         tally.missing += max(1, (seq - before) // step - 1)
+                        self._example("gap", stream, kind, series=series, before=before, seq=seq)
                 last[series] = seq
                 if measuring and is_points:
                     latency = now_ms - t
@@ -233,6 +245,7 @@ class _Stream(asyncio.Protocol):
         self.decoder: ChunkedDecoder | None = None
         self.parser = EventParser()
         self.last: dict[str, int] = {}
+        self.events = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's

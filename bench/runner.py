@@ -280,6 +280,7 @@ def _numbers(scenario: Scenario, tally: Tally, cpu: float, rss_growth: int, rss_
         "resets": tally.resets,
         "linked_sequences": tally.linked,
         "closed_early": tally.closed_early,
+        "continuity_examples": tally.examples,
         "other_events": dict(tally.other_events),
         "statuses": {str(code): count for code, count in tally.statuses.items()},
         "error_count": sum(tally.errors.values()) + tally.refused + tally.closed_early + (scenario.clients - opened),
