@@ -28,6 +28,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from playwright.async_api import Page, async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 pytestmark = pytest.mark.browser
 
@@ -118,8 +119,15 @@ async def wait_until(
         await asyncio.sleep(0.1)
 
 
+@dataclass
+class Stack:
+    base: str
+    generator: Service
+    streamer: Service
+
+
 @pytest.fixture
-async def streamer_url(tmp_path: Path) -> AsyncIterator[str]:
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     """A real generator (100 ms ticks) and a real streamer that needs an API key, both on free ports."""
     gport, sport = free_port(), free_port()
     generator_env = {"GENERATOR_PORT": str(gport), "GENERATOR_FREQUENCY": "100ms", "GENERATOR_METRICS_PORT": "0"}
@@ -144,7 +152,7 @@ async def streamer_url(tmp_path: Path) -> AsyncIterator[str]:
                     return (await client.get(f"{base}/health")).status_code == 200
 
             await wait_until("streamer /health", streamer_healthy, streamer)
-            yield base
+            yield Stack(base, generator, streamer)
 
 
 async def active_connections(base: str) -> int:
@@ -192,6 +200,19 @@ TABLE = """
 """
 
 
+async def wait_for_page(page: Page, stack: Stack, resolution: str) -> None:
+    """Wait until the page shows data at ``resolution``; on timeout, say what the page and services saw."""
+    try:
+        await page.wait_for_function(FILLED, arg=[resolution, 2], timeout=BROWSER_TIMEOUT_MS)
+    except PlaywrightTimeoutError:
+        seen = await page.evaluate("JSON.stringify({...window.pulsestream?.state, meta: undefined})")
+        status = await page.locator("#status").inner_text()
+        pytest.fail(
+            f"page never filled at {resolution}: status {status!r}, state {seen}\n"
+            f"--- streamer log\n{stack.streamer.tail()}\n--- generator log\n{stack.generator.tail()}"
+        )
+
+
 def number(text: str) -> float:
     return float(text.replace(",", ""))
 
@@ -235,8 +256,9 @@ async def assert_chart_and_table(page: Page, series: list[str], aggregated: bool
 
 
 async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on_resolution_change(
-    streamer_url: str,
+    stack: Stack,
 ) -> None:
+    streamer_url = stack.base
     async with httpx.AsyncClient(timeout=5) as client:
         # The API is closed without a key, so a filled page proves it passed ?api_key= to /v1.
         assert (await client.get(f"{streamer_url}/v1/series")).status_code == 401
@@ -259,7 +281,7 @@ async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on
             page.set_default_timeout(BROWSER_TIMEOUT_MS)
 
             await page.goto(f"{streamer_url}/?api_key={API_KEY}")
-            await page.wait_for_function(FILLED, arg=["raw", 2], timeout=BROWSER_TIMEOUT_MS)
+            await wait_for_page(page, stack, "raw")
             await assert_chart_and_table(page, series, aggregated=False)
             assert await page.evaluate("window.pulsestream.state.opens") == 1
             assert await page.evaluate("window.pulsestream.state.snapshots") >= 1
@@ -268,7 +290,7 @@ async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on
 
             # Resolution through the control, found by its accessible name: the stream reopens.
             await page.get_by_role("radio", name="1s", exact=True).check()
-            await page.wait_for_function(FILLED, arg=["1s", 2], timeout=BROWSER_TIMEOUT_MS)
+            await wait_for_page(page, stack, "1s")
             state = await page.evaluate("({...window.pulsestream.state, meta: undefined})")
             assert state["opens"] == 2
             assert "resolution=1s" in state["streamUrl"]

@@ -99,7 +99,11 @@
     return v.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
   }
   const fmtTime = d3.timeFormat("%H:%M:%S.%L");
-  const fmtAxisValue = d3.format("~s");
+  /** y tick labels: plain numbers (0.2, 1,500) up to 10k, SI prefixes (25k, 1.2M) beyond; never "200m" for 0.2. */
+  function yTickFormat(y, ticks) {
+    const [lo, hi] = y.domain();
+    return Math.max(Math.abs(lo), Math.abs(hi)) >= 10_000 ? d3.format("~s") : y.tickFormat(ticks);
+  }
   /** 24-hour time ticks: "14:05" on whole minutes, ":30" between them, ".250" below a second. */
   function fmtAxisTime(date) {
     if (date.getMilliseconds()) return d3.timeFormat(".%L")(date);
@@ -572,7 +576,7 @@
       const last = data[data.length - 1];
       lane.select(".lane-value").attr("x", g.w).attr("fill", c).text(last ? `${fmtValue(last.v)} ${info_.unit || ""}`.trim() : "");
       lane.select(".grid.y").call(d3.axisLeft(y).ticks(yTicks).tickSize(-g.w).tickFormat(""));
-      lane.select(".axis.y").call(d3.axisLeft(y).ticks(yTicks).tickSizeOuter(0).tickFormat(fmtAxisValue));
+      lane.select(".axis.y").call(d3.axisLeft(y).ticks(yTicks).tickSizeOuter(0).tickFormat(yTickFormat(y, yTicks)));
       lane.select(".grid.x").attr("transform", `translate(0,${g.laneH})`);
 
       const line = d3.line().x((p) => x(p.t)).y((p) => y(p.v)).defined((p) => Number.isFinite(p.v));
