@@ -130,7 +130,7 @@ async def test_five_second_and_one_minute_buckets_replay_aligned(start_generator
         assert len(message.points) >= 5
         assert all(p.sequence % 5000 == 0 and p.count == 50 for p in message.points)
         assert_continuous(list(message.points), 5000)
-        minute = stub.Subscribe(Request(series=["memory"], resolution="1m", start_time=ts(now_ms() - 120_000)))
+        minute = stub.Subscribe(Request(series=["memory"], resolution="1m", start_time=ts(now_ms() - 119_000)))
         (message,) = await read_messages(minute, 1)
         minute.cancel()
         assert [p.count for p in message.points][:2] == [600, 600]
