@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -119,40 +120,75 @@ async def wait_until(
         await asyncio.sleep(0.1)
 
 
-@dataclass
 class Stack:
-    base: str
-    generator: Service
-    streamer: Service
+    """A real generator (100 ms ticks) and a real streamer that needs an API key, on free loopback ports.
+
+    The generator can be stopped and started again on the same port, as in a rolling restart.
+    """
+
+    def __init__(self, exits: contextlib.ExitStack, log_dir: Path) -> None:
+        self.exits = exits
+        self.log_dir = log_dir
+        self.gport, self.sport = free_port(), free_port()
+        self.base = f"http://127.0.0.1:{self.sport}"
+        self.generators: list[Service] = []
+        self.streamer: Service | None = None
+
+    @property
+    def generator(self) -> Service:
+        return self.generators[-1]
+
+    async def start_generator(self) -> None:
+        env = {
+            "GENERATOR_PORT": str(self.gport),
+            "GENERATOR_FREQUENCY": "100ms",
+            "GENERATOR_METRICS_PORT": "0",
+            "GENERATOR_GRACE_PERIOD": "1s",
+        }
+        log = self.log_dir / f"generator-{len(self.generators)}.log"
+        self.generators.append(self.exits.enter_context(run_service("pulsestream-generator", env, log)))
+
+        async def serving() -> bool:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{self.gport}") as channel:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+        await wait_until("generator health", serving, self.generator)
+
+    async def stop_generator(self) -> None:
+        self.generator.process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(self.generator.process.wait, 20)
+
+    async def start_streamer(self) -> None:
+        env = {
+            "STREAMER_PORT": str(self.sport),
+            "STREAMER_GENERATOR_ADDRESS": f"127.0.0.1:{self.gport}",
+            "STREAMER_API_KEYS": API_KEY,
+        }
+        self.streamer = self.exits.enter_context(
+            run_service("pulsestream-streamer", env, self.log_dir / "streamer.log")
+        )
+
+        async def healthy() -> bool:
+            async with httpx.AsyncClient(timeout=2) as client:
+                return (await client.get(f"{self.base}/health")).status_code == 200
+
+        await wait_until("streamer /health", healthy, self.streamer)
+
+    def logs(self) -> str:
+        parts = [f"--- streamer log\n{self.streamer.tail() if self.streamer else ''}"]
+        parts += [f"--- generator {i} log\n{g.tail()}" for i, g in enumerate(self.generators)]
+        return "\n".join(parts)
 
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    """A real generator (100 ms ticks) and a real streamer that needs an API key, both on free ports."""
-    gport, sport = free_port(), free_port()
-    generator_env = {"GENERATOR_PORT": str(gport), "GENERATOR_FREQUENCY": "100ms", "GENERATOR_METRICS_PORT": "0"}
-    with run_service("pulsestream-generator", generator_env, tmp_path / "generator.log") as generator:
-
-        async def generator_serving() -> bool:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{gport}") as channel:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-        await wait_until("generator health", generator_serving, generator)
-        streamer_env = {
-            "STREAMER_PORT": str(sport),
-            "STREAMER_GENERATOR_ADDRESS": f"127.0.0.1:{gport}",
-            "STREAMER_API_KEYS": API_KEY,
-        }
-        with run_service("pulsestream-streamer", streamer_env, tmp_path / "streamer.log") as streamer:
-            base = f"http://127.0.0.1:{sport}"
-
-            async def streamer_healthy() -> bool:
-                async with httpx.AsyncClient(timeout=2) as client:
-                    return (await client.get(f"{base}/health")).status_code == 200
-
-            await wait_until("streamer /health", streamer_healthy, streamer)
-            yield Stack(base, generator, streamer)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with contextlib.ExitStack() as exits:
+        services = Stack(exits, tmp_path)
+        await services.start_generator()
+        await services.start_streamer()
+        yield services
 
 
 async def active_connections(base: str) -> int:
@@ -207,10 +243,7 @@ async def wait_for_page(page: Page, stack: Stack, resolution: str) -> None:
     except PlaywrightTimeoutError:
         seen = await page.evaluate("JSON.stringify({...window.pulsestream?.state, meta: undefined})")
         status = await page.locator("#status").inner_text()
-        pytest.fail(
-            f"page never filled at {resolution}: status {status!r}, state {seen}\n"
-            f"--- streamer log\n{stack.streamer.tail()}\n--- generator log\n{stack.generator.tail()}"
-        )
+        pytest.fail(f"page never filled at {resolution}: status {status!r}, state {seen}\n{stack.logs()}")
 
 
 def number(text: str) -> float:
@@ -270,7 +303,6 @@ async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on
     series = [entry["name"] for entry in entries]
     assert series
 
-    ARTIFACTS.mkdir(exist_ok=True)
     page_errors: list[str] = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -304,3 +336,42 @@ async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on
         finally:
             await browser.close()
     assert page_errors == []
+
+
+async def test_dashboard_shows_upstream_trouble_then_resumes_without_gap_when_the_generator_restarts(
+    stack: Stack,
+) -> None:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
+            await page.goto(f"{stack.base}/?api_key={API_KEY}&series=cpu")
+            await wait_for_page(page, stack, "raw")
+            seq_before = int(await page.locator("#latest tbody tr td.seq").inner_text())
+
+            # The stream stays open while the upstream is down; the page says so with the server's message.
+            await stack.stop_generator()
+            await page.wait_for_function("window.pulsestream.state.status === 'error'", timeout=BROWSER_TIMEOUT_MS)
+            assert await page.locator("#status").get_attribute("data-status") == "error"
+            banner = page.locator("#error-banner")
+            assert await banner.is_visible()
+            message = await page.evaluate("window.pulsestream.state.message")
+            assert message and message in await banner.inner_text()
+            assert message in await page.locator("#status").inner_text()
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-upstream-error.png"), full_page=True)
+
+            await stack.start_generator()
+            await page.wait_for_function(
+                "window.pulsestream.state.status === 'live' && window.pulsestream.state.points > 0"
+                f" && Number(document.querySelector('#latest tbody tr td.seq').textContent) > {seq_before + 1000}",
+                timeout=BROWSER_TIMEOUT_MS,
+            )
+            assert not await banner.is_visible()
+            assert await page.evaluate("window.pulsestream.state.opens") == 1, "the same EventSource carried on"
+            # Raw sequences are tick times 100 ms apart: across the outage the browser holds no gap and no duplicate.
+            seqs: list[int] = await page.evaluate("window.pulsestream.buffers.get('cpu').map((p) => p.seq)")
+            steps = {b - a for a, b in itertools.pairwise(seqs)}
+            assert steps == {100}, f"sequence steps seen by the browser: {sorted(steps)[:10]}"
+        finally:
+            await browser.close()
