@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import emulated_cluster
 import pytest
-from emulated_cluster import NAMESPACE, STREAMCONFIGS, Cluster, OperatorThread, StartOperator
+from emulated_cluster import NAMESPACE, NAMESPACES, STREAMCONFIGS, Cluster, OperatorThread, StartOperator
 from pulsestream_operator.crd import KIND
 from pulsestream_operator.settings import OperatorSettings
 
 
 @pytest.fixture()
-def cluster(kmock: Cluster) -> Cluster:
+def cluster(kmock: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
     """The emulated API with the built-in resources, the CRD's resource and a namespace."""
+    monkeypatch.setattr(emulated_cluster.parsing, "parse_path", emulated_cluster.parse_path)
     kmock.resources.load_bundled()
     kmock.resources[STREAMCONFIGS] = kmock.ResourceInfo(
         kind=KIND,
@@ -21,6 +23,11 @@ def cluster(kmock: Cluster) -> Cluster:
         verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
         subresources={"status"},
     )
+    kmock.objects[NAMESPACES, None, NAMESPACE] = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": NAMESPACE, "uid": "namespace-uid", "resourceVersion": "0"},
+    }
     return kmock
 
 

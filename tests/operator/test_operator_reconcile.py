@@ -12,6 +12,7 @@ from emulated_cluster import (
     DEPLOYMENTS,
     EVENTS,
     NAMESPACE,
+    NAMESPACES,
     STREAMCONFIGS,
     Cluster,
     StartOperator,
@@ -200,7 +201,7 @@ async def test_deleting_the_streamconfig_leaves_only_objects_it_owns(
     leftovers = [
         (resource, name, obj.raw)
         for (resource, namespace, name), obj in cluster.objects.items()
-        if not obj.deleted and resource not in (STREAMCONFIGS, EVENTS)
+        if not obj.deleted and resource not in (STREAMCONFIGS, EVENTS, NAMESPACES)
     ]
     assert leftovers, "the ConfigMap should still be there for the garbage collector"
     for resource, name, raw in leftovers:
