@@ -524,7 +524,8 @@
     slidPx = 0;
 
     svg.attr("width", width).attr("height", g.height).attr("viewBox", `0 0 ${width} ${g.height}`);
-    svg.select(`#${clipId} rect`).attr("x", 0).attr("y", -3).attr("width", g.w).attr("height", g.laneH + 6);
+    // A few pixels of slack on the right and top so the newest point's marker is not cut in half.
+    svg.select(`#${clipId} rect`).attr("x", 0).attr("y", -5).attr("width", g.w + 5).attr("height", g.laneH + 10);
     root.attr("transform", `translate(${margin.left},${margin.top})`);
 
     const x = d3.scaleTime().domain([now - win, now]).range([0, g.w]);
