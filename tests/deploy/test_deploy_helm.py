@@ -271,6 +271,10 @@ async def test_all_options_on_add_ingress_for_sse_hpa_servicemonitors_and_the_ke
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] in by_kind(objects, "Service")
 
+    streamer_pod = by_kind(objects, "Deployment")["ps-streamer"]["spec"]["template"]["spec"]
+    streamer_env = restricted.env_of(streamer_pod["containers"][0])
+    assert streamer_env["STREAMER_PROXY_HEADERS"] == "true", "behind the ingress, limits apply per browser"
+
     hpa = by_kind(objects, "HorizontalPodAutoscaler")["ps-streamer"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "ps-streamer"
     assert "replicas" not in by_kind(objects, "Deployment")["ps-streamer"]["spec"], "the HPA owns replicas"
