@@ -10,6 +10,7 @@ import restricted
 import yaml
 from conftest import ROOT, run, tool
 
+from pulsestream.durations import Duration
 from pulsestream.spec import load_spec
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -144,3 +145,13 @@ def test_tracing_backend_is_under_the_tracing_profile_and_services_can_point_at_
         assert env["OTEL_SERVICE_NAME"] == f"pulsestream-{name}"
     on = interpolate(document(), {"OTEL_TRACES_EXPORTER": "otlp"})["services"]
     assert on["streamer"]["environment"]["OTEL_TRACES_EXPORTER"] == "otlp"
+
+
+@pytest.mark.parametrize("service", ["generator", "streamer"])
+def test_docker_waits_longer_than_the_service_drains_before_killing_it(service: str) -> None:
+    compose = interpolate(document(), {})["services"][service]
+    settings = restricted.SETTINGS_BY_CONTAINER[service]
+    drain_env = restricted.DRAIN_ENV[service]
+    drain = settings.from_env({k: str(v) for k, v in compose["environment"].items()})
+    field = next(f for f in settings.model_fields if settings.env_name(f) == drain_env)
+    assert Duration(compose["stop_grace_period"]).seconds > getattr(drain, field).seconds
