@@ -331,6 +331,18 @@ async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on
             await wait_for_connections(streamer_url, 1)  # the raw stream was closed, not left behind
             await page.screenshot(path=str(ARTIFACTS / "dashboard-1s.png"), full_page=True)
 
+            # Unticking a series (its checkbox, by label) reopens the one stream without it.
+            dropped, kept = series[-1], series[:-1]
+            await page.get_by_role("checkbox", name=re.compile(rf"^{re.escape(dropped)}( \(|$)")).uncheck()
+            await page.wait_for_function(
+                "([n, dropped]) => window.pulsestream.state.opens === 3"
+                " && !window.pulsestream.state.streamUrl.includes(dropped)"
+                " && document.querySelectorAll('#chart g.lane').length === n",
+                arg=[len(kept), dropped],
+            )
+            await wait_for_page(page, stack, "1s")
+            await assert_chart_and_table(page, kept, aggregated=True)
+
             await page.close()
             await wait_for_connections(streamer_url, 0)  # leaving the page closes its EventSource
         finally:
