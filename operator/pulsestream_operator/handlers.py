@@ -74,6 +74,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     )
     settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
     runtime = _runtime(memo)
+    if runtime.settings.namespace_list:
+        # Exact namespaces: no need to discover namespaces or watch CRDs cluster-wide, so a
+        # namespaced Role is all the RBAC it takes (kopf scans the API groups once at start).
+        settings.scanning.disabled = True
     logger.info(
         "operator configured",
         extra={

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 Login = Callable[[], Awaitable[kopf.ConnectionInfo | None]]
 
+#: How the API server's audit log names this client (kopf's own calls say ``kopf/<version>``).
+USER_AGENT = "pulsestream-operator"
+
 #: Bound on one API call; kopf retries the reconcile on a timeout.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
 
@@ -68,7 +71,7 @@ class KubeClient:
             ssl = info.as_ssl_context() if info.server.startswith("https") else False
             self._session = aiohttp.ClientSession(
                 base_url=info.server.rstrip("/") + "/",
-                headers=info.as_http_headers(),
+                headers={"User-Agent": USER_AGENT, **info.as_http_headers()},
                 connector=aiohttp.TCPConnector(ssl=ssl),
                 timeout=REQUEST_TIMEOUT,
                 trust_env=info.trust_env,

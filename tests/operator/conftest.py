@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import emulated_cluster
 import pytest
 from emulated_cluster import NAMESPACE, NAMESPACES, STREAMCONFIGS, Cluster, OperatorThread, StartOperator
 from pulsestream_operator.crd import KIND
@@ -13,9 +12,8 @@ from pulsestream_operator.settings import OperatorSettings
 
 
 @pytest.fixture()
-def cluster(kmock: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+def cluster(kmock: Cluster) -> Cluster:
     """The emulated API with the built-in resources, the CRD's resource and a namespace."""
-    monkeypatch.setattr(emulated_cluster.parsing, "parse_path", emulated_cluster.parse_path)
     kmock.resources.load_bundled()
     kmock.resources[STREAMCONFIGS] = kmock.ResourceInfo(
         kind=KIND,

@@ -9,8 +9,8 @@ so kmock's server keeps serving on the test's loop.
 ``../shared/TOOLBOX.md``): it stamps ``uid``, ``resourceVersion``,
 ``generation`` (bumped on spec changes only), ``creationTimestamp`` and the
 namespace from the URL on create, gives ``generateName`` objects (kopf's
-Events) a name, and answers a failed JSON-patch ``test`` with 422; :func:`parse_path` fixes the
-path ``/api/v1/namespaces`` that kopf's namespace scanning lists.
+Events) a name, and answers a failed JSON-patch ``test`` with 422. (kmock 0.8 also misparses
+``/api/v1/namespaces``; the operator never lists namespaces, see operator/rbac.yaml.)
 It has no garbage collector: deletion tests assert owner references.
 """
 
@@ -29,7 +29,7 @@ import attrs
 import jsonpatch
 import kmock
 import kopf
-from kmock._internal import dicts, enums, parsing, rendering
+from kmock._internal import dicts, enums, rendering
 from pulsestream_operator import running
 from pulsestream_operator.crd import GROUP, PLURAL, VERSION
 from pulsestream_operator.settings import OperatorSettings
@@ -40,19 +40,6 @@ CONFIGMAPS = kmock.resource("", "v1", "configmaps")
 EVENTS = kmock.resource("", "v1", "events")
 DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
-
-
-_parse_path = parsing.parse_path
-
-
-def parse_path(path: str) -> parsing.ParsedPath:
-    """kmock 0.8 reads ``/api/v1/namespaces[/NAME]`` as a namespace with no resource; it is the Namespace resource."""
-    parts = path.strip("/").split("/")
-    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
-        return parsing.ParsedPath(
-            group="", version="v1", plural="namespaces", name=parts[3] if len(parts) == 4 else None
-        )
-    return _parse_path(path)
 
 
 @attrs.define(kw_only=True)
