@@ -14,6 +14,7 @@ history ring, so a bucket looks the same whichever way it reaches a client.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,9 +74,7 @@ def aggregate(ticks: Sequence[int], values: Sequence[float], width_ms: int) -> l
     while lo < n:
         start = bucket_start(ticks[lo], width_ms)
         end = start + width_ms
-        hi = lo + 1
-        while hi < n and ticks[hi] < end:
-            hi += 1
+        hi = bisect.bisect_left(ticks, end, lo + 1, n)
         buckets.append(summarise(start, values[lo:hi]))
         lo = hi
     return buckets

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +20,9 @@ from conftest import StartGenerator
 from generator_streams import read_messages
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pulsestream_generator.server import GeneratorApp
+from pulsestream_generator.settings import GeneratorSettings
 
+from pulsestream.envsettings import SettingsError
 from pulsestream.v1 import random_pb2, random_pb2_grpc, timeseries_pb2, timeseries_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -204,3 +207,42 @@ async def test_metrics_come_from_the_apps_own_registry(start_generator: StartGen
     assert sample(one, "pulsestream_generator_stream_starts_total", {"rpc": "Subscribe"}) == 1
     assert sample(two, "pulsestream_generator_stream_starts_total", {"rpc": "Subscribe"}) == 0
     assert sample(two, "pulsestream_generator_points_produced_total") > 0
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by the real openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("openssl is missing and CI=true")
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_server_tls_serves_a_client_that_trusts_the_certificate(
+    start_generator: StartGenerator, self_signed: tuple[Path, Path]
+) -> None:
+    cert, key = self_signed
+    app = await start_generator(tls_cert_file=str(cert), tls_key_file=str(key))
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    async with grpc.aio.secure_channel(app.address, credentials) as channel:
+        listed = await timeseries_pb2_grpc.TimeSeriesServiceStub(channel).ListSeries(timeseries_pb2.ListSeriesRequest())
+    assert [s.name for s in listed.series] == ["cpu", "memory", "requests", "latency"]
+    async with grpc.aio.insecure_channel(app.address) as plain:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await timeseries_pb2_grpc.TimeSeriesServiceStub(plain).ListSeries(
+                timeseries_pb2.ListSeriesRequest(), timeout=5
+            )
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_tls_needs_both_certificate_and_key() -> None:
+    with pytest.raises(SettingsError, match="GENERATOR_TLS_CERT_FILE and GENERATOR_TLS_KEY_FILE must be set together"):
+        GeneratorSettings.from_env({"GENERATOR_TLS_CERT_FILE": "/x.pem"})
