@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from pulsestream import logs
+from pulsestream import logs, telemetry
 from pulsestream.envsettings import SettingsError
 from pulsestream_generator.server import GeneratorApp
 from pulsestream_generator.settings import GeneratorSettings
@@ -55,8 +55,17 @@ def main() -> None:
         print(f"pulsestream-generator: {error}", file=sys.stderr)
         sys.exit(2)
     logs.configure(settings.log_level, settings.log_format, "pulsestream-generator")
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(settings))
+    try:
+        provider = telemetry.configure("pulsestream-generator")
+    except ValueError as error:  # an OTEL_* value the SDK set-up cannot use
+        print(f"pulsestream-generator: {error}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(settings))
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush batched spans before the process ends
 
 
 if __name__ == "__main__":

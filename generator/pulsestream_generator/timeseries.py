@@ -21,6 +21,7 @@ import grpc
 
 from pulsestream.spec import RESOLUTIONS
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
+from pulsestream_generator import tracing
 from pulsestream_generator.clock import now_ms
 from pulsestream_generator.gate import Gate, GateClosed
 from pulsestream_generator.hub import EndReason, Hub, StreamEnded
@@ -77,62 +78,66 @@ class TimeSeriesServicer(timeseries_pb2_grpc.TimeSeriesServiceServicer):
         self, request: timeseries_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[timeseries_pb2.SubscribeResponse]:
         peer = context.peer()
-        if self.gate.closed:
-            logger.debug("stream refused: draining", extra={"peer": peer})
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "server draining, reconnect")
-        try:
-            query = parse(
-                request,
-                known=self.hub.spec.series,
-                history=self.hub.history,
-                retention_ms=self.hub.retention_ms,
-                now=now_ms(),
-            )
-        except InvalidArgument as error:
-            logger.debug("stream rejected: %s", error, extra={"peer": peer})
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        start = request.WhichOneof("start") or "live"
-        logger.debug(
-            "stream opened",
-            extra={
-                "peer": peer,
-                "series": ",".join(query.series),
-                "resolution": query.resolution,
-                "start": start,
-                "after": query.after,
-            },
-        )
-        self.metrics.stream_starts.labels("Subscribe").inc()
-        gauge = self.metrics.subscribers.labels(query.resolution)
-        sent = 0
-        reason = "cancelled"
-        failure: StreamEnded | None = None
-        try:
-            with self.gate.admit():
-                gauge.inc()
-                try:
-                    async with contextlib.aclosing(self.hub.stream(query)) as stream:
-                        async for response in stream:
-                            yield response
-                            sent += len(response.points)
-                            self.metrics.points_sent.inc(len(response.points))
-                finally:
-                    gauge.dec()
-        except GateClosed:
-            reason = EndReason.DRAINING.value
-            failure = StreamEnded(EndReason.DRAINING, "server draining, reconnect")
-        except StreamEnded as ended:
-            reason = ended.reason.value
-            failure = ended
-        except Exception:
-            reason = "error"
-            logger.exception("stream failed", extra={"peer": peer, "points_sent": sent})
-            raise
-        finally:
-            self.metrics.stream_ends.labels("Subscribe", reason).inc()
+        with tracing.subscribe_span(request, context, peer) as span:
+            if self.gate.closed:
+                logger.debug("stream refused: draining", extra={"peer": peer})
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "server draining, reconnect")
+            try:
+                query = parse(
+                    request,
+                    known=self.hub.spec.series,
+                    history=self.hub.history,
+                    retention_ms=self.hub.retention_ms,
+                    now=now_ms(),
+                )
+            except InvalidArgument as error:
+                logger.debug("stream rejected: %s", error, extra={"peer": peer})
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            start = request.WhichOneof("start") or "live"
             logger.debug(
-                "stream closed",
-                extra={"peer": peer, "reason": reason, "points_sent": sent, "series": ",".join(query.series)},
+                "stream opened",
+                extra={
+                    "peer": peer,
+                    "series": ",".join(query.series),
+                    "resolution": query.resolution,
+                    "start": start,
+                    "after": query.after,
+                },
             )
-        if failure is not None:
-            await context.abort(_STATUS[failure.reason], str(failure))
+            self.metrics.stream_starts.labels("Subscribe").inc()
+            gauge = self.metrics.subscribers.labels(query.resolution)
+            sent = 0
+            reason = "cancelled"
+            failure: StreamEnded | None = None
+            try:
+                with self.gate.admit():
+                    gauge.inc()
+                    self.metrics.peer_opened(peer)
+                    try:
+                        async with contextlib.aclosing(self.hub.stream(query)) as stream:
+                            async for response in stream:
+                                yield response
+                                sent += len(response.points)
+                                self.metrics.points_sent.inc(len(response.points))
+                    finally:
+                        gauge.dec()
+                        self.metrics.peer_closed(peer)
+            except GateClosed:
+                reason = EndReason.DRAINING.value
+                failure = StreamEnded(EndReason.DRAINING, "server draining, reconnect")
+            except StreamEnded as ended:
+                reason = ended.reason.value
+                failure = ended
+            except Exception:
+                reason = "error"
+                logger.exception("stream failed", extra={"peer": peer, "points_sent": sent})
+                raise
+            finally:
+                self.metrics.stream_ends.labels("Subscribe", reason).inc()
+                span.set_attributes({"pulsestream.points_sent": sent, "pulsestream.end_reason": reason})
+                logger.debug(
+                    "stream closed",
+                    extra={"peer": peer, "reason": reason, "points_sent": sent, "series": ",".join(query.series)},
+                )
+            if failure is not None:
+                await context.abort(_STATUS[failure.reason], str(failure))
