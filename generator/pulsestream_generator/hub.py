@@ -365,6 +365,7 @@ class Hub:
         sub = Subscription(query, lambda: self.spec.buffer_size, self._overflowed)
         self._subscriptions.add(sub)
         self._widths[query.width_ms] += 1
+        lag = self.metrics.send_lag.labels(query.resolution)
         try:
             while True:
                 try:
@@ -377,6 +378,7 @@ class Hub:
                 response = batch.response(query)
                 if response is None:
                     continue
+                lag.observe(max(0.0, (now_ms() - sequence) / 1000))
                 yield response
                 cursor = sequence
         finally:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter as Tally
 from collections.abc import Callable
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +51,37 @@ class GeneratorMetrics:
         self.tick_lag = Gauge(
             f"{PREFIX}_tick_lag_seconds", "How late the last tick was produced after its wall-clock time", registry=r
         )
+        self.connections = Gauge(
+            f"{PREFIX}_connections",
+            "Client connections (distinct gRPC peers) with at least one live Subscribe stream",
+            registry=r,
+        )
+        self._peers: Tally[str] = Tally()
+        self.connections.set_function(lambda: len(self._peers))
+        self.send_lag = Histogram(
+            f"{PREFIX}_send_lag_seconds",
+            "End-to-end lag at send time: now minus the point's timestamp, once per live batch handed to a "
+            "stream (aggregates carry their bucket start, so 1s/5s/1m add up to one bucket width)",
+            ["resolution"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
+            registry=r,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     def track_buffer_fill(self, fill: Callable[[], float]) -> None:
         """Compute the buffer fill on scrape rather than on every tick."""
         self.buffer_fill.set_function(fill)
+
+    def peer_opened(self, peer: str) -> None:
+        """A Subscribe stream of ``peer`` (one gRPC connection) started."""
+        self._peers[peer] += 1
+
+    def peer_closed(self, peer: str) -> None:
+        """A Subscribe stream of ``peer`` ended; the connection no longer counts once its last one has."""
+        self._peers[peer] -= 1
+        if self._peers[peer] <= 0:
+            del self._peers[peer]
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics endpoint; return its port (0 when disabled)."""
