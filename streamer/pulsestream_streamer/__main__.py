@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 from types import FrameType
 
@@ -37,6 +38,14 @@ class StreamerServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: StreamerApp) -> None:
         super().__init__(config)
         self.streamer_app = app
+
+    def bind(self) -> socket.socket:
+        """The listening socket, with SO_SNDBUF set when configured (accepted connections inherit it)."""
+        sock = self.config.bind_socket()
+        size = self.streamer_app.state.settings.socket_send_buffer
+        if size:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        return sock
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         try:

@@ -325,7 +325,7 @@ class Hub:
         while True:
             await asyncio.sleep(self.settings.sweep_interval.seconds)
             now = loop.time()
-            self.registry.sweep(now, sse.HEARTBEAT, lifetime)
+            self.registry.sweep(now, sse.HEARTBEAT, lifetime, draining=self.draining)
             if now - last_report >= 60:
                 last_report = now
                 logger.debug("clients", extra={"clients": len(self.registry), "topics": len(self.topics)})

@@ -251,16 +251,21 @@ class Registry:
         """Open streams of one client key (API key or address)."""
         return self._per_key.get(key, 0)
 
-    def sweep(self, now: float, heartbeat_frame: bytes, lifetime_frame: bytes) -> None:
-        """Heartbeats for idle clients, abort for stalled writers, graceful end past max lifetime."""
+    def sweep(self, now: float, heartbeat_frame: bytes, lifetime_frame: bytes, *, draining: bool = False) -> None:
+        """Heartbeats for idle clients, abort for stalled writers, graceful end past max lifetime.
+
+        While draining, a writer stuck for a second is aborted: it cannot take the shutdown
+        event anyway, and the server should not wait out its graceful period for it.
+        """
         limits = self.limits
         idle_before = now - limits.heartbeat
+        stall = min(limits.stall_timeout, 1.0) if draining else limits.stall_timeout
         for client in list(self._clients.values()):
             if client.closing:
-                if client.blocked_since and now - client.blocked_since > limits.stall_timeout:
+                if client.blocked_since and now - client.blocked_since > stall:
                     client.abort()
                 continue
-            if client.blocked_since and now - client.blocked_since > limits.stall_timeout:
+            if client.blocked_since and now - client.blocked_since > stall:
                 client.reason = "stalled"
                 client.abort()
             elif client.deadline and now >= client.deadline:

@@ -61,6 +61,13 @@ class StreamerSettings(EnvSettings):
         description="Most concurrent HTTP connections before new ones get 503; above the 10k SSE clients one pod "
         "is sized for.",
     )
+    socket_send_buffer: int = Field(
+        default=0,
+        ge=0,
+        le=64 * 1024 * 1024,
+        description="SO_SNDBUF of client connections in bytes; 0 = kernel autotuning (up to MBs each). A small "
+        "value bounds the kernel memory a stalled client pins and makes it show up as a slow consumer sooner.",
+    )
     graceful_shutdown: Annotated[Duration, within("0ms", "10m")] = Field(
         default=Duration("10s"),
         description="On SIGTERM, how long open connections get to finish after clients were told to reconnect.",

@@ -1,0 +1,87 @@
+"""Shared upstream and slow consumers: N browsers cost one gRPC stream; a stalled one hurts nobody."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+
+from pulsestream_streamer import cursor
+from streamer_harness import Event, Generator, Streamer, run_streamer, sse, wait_until
+
+
+def position(event: Event) -> int:
+    return cursor.decode(event.id or "").positions["requests"]
+
+
+async def test_twenty_clients_on_one_series_share_one_upstream_stream(streamer: Streamer) -> None:
+    url = streamer.url + "/v1/stream?series=requests&window=1s"
+    async with contextlib.AsyncExitStack() as stack:
+        readers = [await stack.enter_async_context(sse(url)) for _ in range(20)]
+        await asyncio.gather(*(reader.next() for reader in readers))
+        updates = await asyncio.gather(*(reader.next() for reader in readers))
+        assert await streamer.metric("pulsestream_streamer_upstream_streams") == 1
+        assert await streamer.metric("pulsestream_streamer_topics") == 1
+        assert await streamer.metric("pulsestream_streamer_sse_connections") == 20
+        assert len(streamer.state.hub.feeds) == 1, "identical streams share one feed"
+        # An event flushed after everyone joined reaches everyone, with the same cursor.
+        newest = max(position(update) for update in updates)
+        common = (await readers[0].until(lambda e: position(e) > newest))[-1]
+        later = await asyncio.gather(
+            *(reader.until(lambda e: position(e) >= position(common)) for reader in readers[1:])
+        )
+        assert all(events[-1].id == common.id for events in later)
+        assert all(events[-1].raw == common.raw for events in later)
+    await wait_until(lambda: len(streamer.state.registry) == 0, what="disconnects seen")
+
+
+def _stalled_client(port: int, path: str) -> socket.socket:
+    """A client that sends a request and never reads: tiny receive buffer, so the server's writes back up."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+async def test_a_stalled_client_is_dropped_without_delaying_others_and_its_memory_stays_bounded(
+    generator: Generator,
+) -> None:
+    max_bytes = 64 * 1024
+    async with run_streamer(
+        generator.address,
+        buffer_size="16",
+        client_max_queue_bytes=str(max_bytes),
+        socket_send_buffer="16384",
+    ) as streamer:
+        port = int(streamer.url.rsplit(":", 1)[1])
+        # A 2-minute window of all series is a few MB: far more than the socket buffers hold.
+        path = "/v1/stream?window=2m"
+        stalled = _stalled_client(port, path)
+        try:
+            async with sse(streamer.url + path) as healthy:
+                await healthy.next(timeout=20)
+                registry = streamer.state.registry
+                peak = 0
+                lags: list[float] = []
+                deadline = time.monotonic() + 20
+                while await streamer.metric("pulsestream_streamer_sse_client_drops_total") < 1:
+                    assert time.monotonic() < deadline, "the stalled client was never dropped"
+                    event = await healthy.next()
+                    now_ms = time.time() * 1000
+                    lags.extend(now_ms - row["t"] for row in event.data["points"])
+                    peak = max([peak, *(client.queued_bytes for client in registry)])
+                drops = await streamer.metric(
+                    "pulsestream_streamer_sse_client_drops_total", {"reason": "slow_consumer"}
+                )
+                assert drops == 1
+                # The healthy client kept getting fresh points the whole time.
+                for _ in range(5):
+                    event = await healthy.next()
+                    lags.extend(time.time() * 1000 - row["t"] for row in event.data["points"])
+                assert max(lags) < 1500, f"healthy client delayed: max lag {max(lags):.0f} ms"
+                assert peak <= max_bytes + 16 * 1024, f"a client's queue grew to {peak} bytes"
+                await wait_until(lambda: len(registry) == 1, what="the stalled client to be gone")
+        finally:
+            stalled.close()
