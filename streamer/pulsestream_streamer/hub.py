@@ -82,7 +82,7 @@ class Topic:
         self.down: tuple[str, str] | None = None
         now = _now_ms()
         self.history_ms = hub.settings.max_window.millis
-        bucket = round(RESOLUTIONS[resolution] * 1000)
+        self.bucket_ms = bucket = round(RESOLUTIONS[resolution] * 1000)
         # History counts as caught up once points this recent arrived (aggregates close a bucket late).
         self.ready_mark = now - 2 * bucket - 2000
         self.refill_lock = asyncio.Lock()
@@ -110,8 +110,9 @@ class Topic:
             metrics.upstream_points.inc(len(accepted))
             last = accepted[-1]
             encoded = {fmt: shape.fragment(fmt, self.series, accepted, self.resolution) for fmt in self.formats}
+            oldest = accepted[0].t + self.bucket_ms  # a bucket's points exist once it closes
             for feed in self.feeds:
-                feed.add(self.series, encoded[feed.fmt], last.seq, accepted[0].t)
+                feed.add(self.series, encoded[feed.fmt], last.seq, oldest)
             if not self.ready.is_set() and last.t >= self.ready_mark:
                 self.ready.set()
         if self.sequencer.duplicates:
@@ -189,7 +190,10 @@ class Feed:
         self.joining = 0
         self.pending: list[bytes] = []
         self.oldest_t = 0
+        # positions: the newest point handed to this feed (the next event's cursor);
+        # flushed: the newest point its clients have been sent (where a joining client's snapshot ends).
         self.positions: dict[str, int] = {topic.series: topic.ring.last_seq for topic in topics}
+        self.flushed: dict[str, int] = dict(self.positions)
         self.meta = shape.points_meta(fmt, resolution)
         self.dirty = False
         self.hub: Hub | None = None
@@ -197,7 +201,7 @@ class Feed:
     def add(self, series: str, fragment: bytes, last_seq: int, oldest_t: int) -> None:
         """New points of one topic. With no client yet they are simply part of the next snapshot."""
         if not self.clients:
-            self.positions[series] = last_seq
+            self.positions[series] = self.flushed[series] = last_seq
             return
         if not self.pending:
             self.oldest_t = oldest_t
@@ -215,6 +219,7 @@ class Feed:
         body = shape.points_body(self.fmt, self.resolution, self.pending, self.meta)
         event = sse.frame("points", body, cursors.encode(self.resolution, self.positions))
         self.pending = []
+        self.flushed = dict(self.positions)
         clients = self.clients
         for client in clients.values():
             client.push(event)
@@ -437,6 +442,10 @@ class Hub:
         if isinstance(feed, Feed):
             feed.clients.pop(client.id, None)
             client.feed = None
+            if not feed.clients:
+                # Nobody got the pending points: they belong to the next joiner's snapshot instead.
+                feed.pending = []
+                feed.flushed = dict(feed.positions)
             self._release(feed)
 
     async def _wait_ready(self, topics: Sequence[Topic]) -> None:
@@ -468,7 +477,7 @@ class Hub:
                 return False, f"history after {position} of {topic.series} is not available"
         # A cursor from a replica that is ahead of us: wait a little for our feed to catch up.
         deadline = asyncio.get_running_loop().time() + self.settings.ready_timeout.seconds
-        while any(cursor.positions[s] > feed.positions.get(s, 0) for s in feed.series):
+        while any(cursor.positions[s] > feed.flushed.get(s, 0) for s in feed.series):
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return False, "cursor is ahead of this streamer"
@@ -512,7 +521,7 @@ class Hub:
         since = now_ms - request.window_ms
         fragments = []
         for topic in feed.topics:
-            upto = feed.positions[topic.series]
+            upto = feed.flushed[topic.series]
             position = request.cursor.positions.get(topic.series, 0) if (resumed and request.cursor) else 0
             samples = topic.ring.after(position, upto) if position else topic.ring.since(since, upto)
             fragments.append(shape.fragment(request.fmt, topic.series, samples, request.resolution))
@@ -520,7 +529,7 @@ class Hub:
         meta = shape.snapshot_meta(request.fmt, request.resolution, infos, request.window_ms, now_ms)
         reset = (request.cursor is not None or request.cursor_error is not None) and not resumed
         body = shape.snapshot_body(request.fmt, request.resolution, fragments, meta, reset=reset, resumed=resumed)
-        event_id = cursors.encode(request.resolution, feed.positions)
+        event_id = cursors.encode(request.resolution, feed.flushed)
         return sse.retry_frame(self.settings.sse_retry.millis) + sse.frame("snapshot", body, event_id)
 
     # --- shutdown ---------------------------------------------------------------------------------

@@ -189,6 +189,7 @@ class EventReader:
         self.retry: int | None = None
         self.comments: list[bytes] = []
         self.blocks: list[bytes] = []
+        self.events: list[Event] = []
 
     async def _block(self) -> bytes:
         while b"\n\n" not in self._buffer:
@@ -215,7 +216,9 @@ class EventReader:
                     elif line.startswith(b"data: "):
                         data.append(line[6:])
                 if data:
-                    return Event(event, orjson.loads(b"\n".join(data)), event_id, block)
+                    parsed = Event(event, orjson.loads(b"\n".join(data)), event_id, block)
+                    self.events.append(parsed)
+                    return parsed
 
     async def rest(self, timeout: float = 10.0) -> bytes:
         """Everything until the server ends the response."""

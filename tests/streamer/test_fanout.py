@@ -8,14 +8,29 @@ import socket
 import time
 
 from pulsestream_streamer import cursor
-from streamer_harness import Event, Generator, Streamer, run_streamer, sse, wait_until
+from streamer_harness import (
+    Event,
+    Generator,
+    Streamer,
+    assert_contiguous,
+    run_streamer,
+    seqs_by_series,
+    sse,
+    wait_until,
+)
 
 
 def position(event: Event) -> int:
     return cursor.decode(event.id or "").positions["requests"]
 
 
-async def test_twenty_clients_on_one_series_share_one_upstream_stream(streamer: Streamer) -> None:
+async def test_twenty_clients_on_one_series_share_one_upstream_stream(generator: Generator) -> None:
+    # A long flush interval: clients join while points are pending, the case where a join could duplicate.
+    async with run_streamer(generator.address, flush_interval="400ms") as streamer:
+        await _twenty_clients(streamer)
+
+
+async def _twenty_clients(streamer: Streamer) -> None:
     url = streamer.url + "/v1/stream?series=requests&window=1s"
     async with contextlib.AsyncExitStack() as stack:
         readers = [await stack.enter_async_context(sse(url)) for _ in range(20)]
@@ -33,6 +48,8 @@ async def test_twenty_clients_on_one_series_share_one_upstream_stream(streamer: 
         )
         assert all(events[-1].id == common.id for events in later)
         assert all(events[-1].raw == common.raw for events in later)
+        for reader in readers:
+            assert_contiguous(seqs_by_series(reader.events)["requests"])
     await wait_until(lambda: len(streamer.state.registry) == 0, what="disconnects seen")
 
 
