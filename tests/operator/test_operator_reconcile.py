@@ -18,6 +18,7 @@ from emulated_cluster import (
     StartOperator,
     eventually,
 )
+from pulsestream_operator import handlers
 from pulsestream_operator.crd import GROUP, PLURAL, VERSION
 
 from pulsestream.spec import load_spec, parse_spec
@@ -311,3 +312,18 @@ async def test_a_configmap_controlled_by_someone_else_is_not_overwritten(
     condition = await eventually(lambda: ready(cluster).get("status") == "False" and ready(cluster), what="Ready=False")
     assert condition["reason"] == "ConfigMapConflict"
     assert configmap(cluster)["data"] == {"settings.yaml": "frequency: 1s\n"}
+
+
+async def test_an_api_error_is_retried_until_the_reconcile_succeeds(
+    cluster: Cluster, start_operator: StartOperator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(handlers, "RETRY_DELAY", 0.2)
+    failure = {"kind": "Status", "code": 503, "reason": "ServiceUnavailable", "message": "etcd is away"}
+    cluster[f"get /api/v1/namespaces/{NAMESPACE}/configmaps/pulsestream-settings"][:2] << 503 << failure
+    await start_operator()
+    await create(cluster, streamconfig(target="pulsestream"))
+
+    condition = await eventually(lambda: ready(cluster).get("status") == "True" and ready(cluster), what="Ready")
+    assert condition["reason"] == "Applied"
+    retries = [r for r in caplog.records if "will retry" in r.getMessage()]
+    assert len(retries) == 2 and "etcd is away" in retries[0].getMessage()
