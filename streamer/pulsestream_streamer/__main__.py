@@ -21,7 +21,7 @@ from types import FrameType
 
 import uvicorn
 
-from pulsestream import logs
+from pulsestream import logs, telemetry
 from pulsestream.envsettings import SettingsError
 from pulsestream_streamer import redaction
 from pulsestream_streamer.app import StreamerApp, create_app
@@ -89,9 +89,18 @@ def main() -> None:
         print(f"pulsestream-streamer: {error}", file=sys.stderr)
         sys.exit(2)
     logs.configure(settings.log_level, settings.log_format, "streamer")
+    try:
+        provider = telemetry.configure("pulsestream-streamer")
+    except ValueError as error:  # an OTEL_* value the SDK set-up cannot use
+        print(f"pulsestream-streamer: {error}", file=sys.stderr)
+        sys.exit(2)
     server = build_server(settings)
     redaction.install(server.streamer_app.state.access.keys.secrets)  # keys never reach a log line
-    server.run()
+    try:
+        server.run()
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush batched spans before the process ends
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from pulsestream.settingsfile import SettingsFile
-from pulsestream_streamer import __version__, sse
+from pulsestream_streamer import __version__, sse, tracing
 from pulsestream_streamer.access import AccessMiddleware, build_gate
-from pulsestream_streamer.hub import Hub, StreamRequest
+from pulsestream_streamer.hub import Feed, Hub, StreamRequest
 from pulsestream_streamer.metrics import CONTENT_TYPE_LATEST, StreamerMetrics
 from pulsestream_streamer.params import BadParameter, parse_stream_request
 from pulsestream_streamer.registry import ClientLimits, Registry
@@ -86,19 +86,32 @@ class StreamResponse(Response):
         registry: Registry = state.registry
         metrics: StreamerMetrics = state.metrics
         raw_send = scope.get(RAW_SEND, send)
-        client = registry.open(self._peer, self._key)
-        client.set_abort(_aborter(raw_send))
-        metrics.connections.inc()
-        metrics.connections_total.inc()
-        try:
-            first = await hub.open(client, self._request)
-            await sse.write_stream(client, receive, send, raw_send, first)
-        finally:
-            hub.close(client)
-            registry.close(client)
-            metrics.connections.dec()
-            if client.reason and client.reason != "disconnect":
-                metrics.drops.labels(client.reason).inc()
+        request = self._request
+        with tracing.connection_span(
+            scope.get("headers", ()),
+            self._peer,
+            series=request.series,
+            resolution=request.resolution,
+            fmt=request.fmt,
+            resume=request.cursor is not None or request.cursor_error is not None,
+        ) as span:
+            client = registry.open(self._peer, self._key)
+            client.set_abort(_aborter(raw_send))
+            metrics.connections.inc()
+            metrics.connections_total.inc()
+            feed: Feed | None = None
+            try:
+                first = await hub.open(client, request)
+                feed = client.feed if isinstance(client.feed, Feed) else None
+                span.joined(client.id, feed)
+                await sse.write_stream(client, receive, send, raw_send, first)
+            finally:
+                hub.close(client)
+                registry.close(client)
+                metrics.connections.dec()
+                if client.reason and client.reason != "disconnect":
+                    metrics.drops.labels(client.reason).inc()
+                span.ended(client.reason, feed, client.bytes_sent, client.events_dropped)
 
 
 def create_app(settings: StreamerSettings) -> StreamerApp:
@@ -116,6 +129,7 @@ def create_app(settings: StreamerSettings) -> StreamerApp:
         max_lifetime=settings.client_max_lifetime.seconds,
     )
     registry = Registry(limits)
+    metrics.track_queue_fill(lambda: max((client.queued for client in registry), default=0) / max(1, limits.max_events))
     upstream = Upstream(settings)
     hub = Hub(settings, upstream, registry, metrics, spec)
     gate = build_gate(settings, settings_file, metrics.registry)
@@ -146,7 +160,15 @@ def create_app(settings: StreamerSettings) -> StreamerApp:
             await asyncio.gather(*tasks, return_exceptions=True)
             await upstream.close()
 
-    app = StreamerApp(title="pulsestream streamer", version=__version__, lifespan=lifespan, docs_url=None)
+    # FastAPI's own request spans are off: the streamer traces the SSE connection itself (tracing.py),
+    # with links to the upstream it reads from, and /health and /metrics probes stay out of traces.
+    app = StreamerApp(
+        title="pulsestream streamer",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        telemetry={"tracing": False},
+    )
     app.state.settings = settings
     app.state.settings_file = settings_file
     app.state.metrics = metrics

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from pulsestream.spec import RESOLUTIONS, StreamSpec
 from pulsestream_streamer import cursor as cursors
-from pulsestream_streamer import shape, sse
+from pulsestream_streamer import shape, sse, tracing
 from pulsestream_streamer.catalogue import Catalogue
 from pulsestream_streamer.metrics import StreamerMetrics
 from pulsestream_streamer.registry import Client, Registry
@@ -87,6 +87,8 @@ class Topic:
         self.ready_mark = now - 2 * bucket - 2000
         self.refill_lock = asyncio.Lock()
         self.formats: set[shape.Format] = set()
+        # Started now, in the context of the connection that creates the topic (see tracing).
+        self.trace = tracing.UpstreamTrace(series, resolution, hub.upstream.address)
 
     # --- TopicSink (called by upstream.follow) ----------------------------------------------------
 
@@ -108,6 +110,7 @@ class Topic:
         if accepted:
             self.ring.append(accepted)
             metrics.upstream_points.inc(len(accepted))
+            metrics.points_sent.inc(len(accepted) * sum(len(feed.clients) for feed in self.feeds))
             last = accepted[-1]
             encoded = {fmt: shape.fragment(fmt, self.series, accepted, self.resolution) for fmt in self.formats}
             oldest = accepted[0].t + self.bucket_ms  # a bucket's points exist once it closes
@@ -129,6 +132,7 @@ class Topic:
             self.hub.metrics.upstream_streams.inc()
             if self.down is not None:
                 logger.info("upstream recovered", extra={"series": self.series, "resolution": self.resolution})
+                self.trace.recovered()
             self.down = None
 
     def upstream_down(self, code: str, message: str) -> None:
@@ -137,6 +141,7 @@ class Topic:
             self.hub.metrics.upstream_streams.dec()
         if self.down is None:
             self.down = (code, message)
+            self.trace.down(code, message)
             frame = sse.error_frame(
                 "upstream_unavailable",
                 f"generator unavailable ({code}); retrying, points resume without gap",
@@ -170,11 +175,16 @@ class Topic:
     async def run(self) -> None:
         """The topic's upstream stream, until cancelled."""
         try:
-            await follow(self.hub.upstream, self, on_reconnect=self.hub.metrics.upstream_reconnects.inc)
+            with self.trace.active():
+                await follow(self.hub.upstream, self, on_reconnect=self._reconnecting)
         finally:
             if self.up:
                 self.up = False
                 self.hub.metrics.upstream_streams.dec()
+
+    def _reconnecting(self) -> None:
+        self.hub.metrics.upstream_reconnects.inc()
+        self.trace.reconnecting(self.hub.upstream.address, self.sequencer.last)
 
 
 class Feed:
@@ -194,7 +204,8 @@ class Feed:
         # flushed: the newest point its clients have been sent (where a joining client's snapshot ends).
         self.positions: dict[str, int] = {topic.series: topic.ring.last_seq for topic in topics}
         self.flushed: dict[str, int] = dict(self.positions)
-        self.meta = shape.points_meta(fmt, resolution)
+        self.meta = tracing.points_meta(shape.points_meta(fmt, resolution), topics)  # + upstream trace id
+        self.flushes = 0
         self.dirty = False
         self.hub: Hub | None = None
 
@@ -220,6 +231,7 @@ class Feed:
         event = sse.frame("points", body, cursors.encode(self.resolution, self.positions))
         self.pending = []
         self.flushed = dict(self.positions)
+        self.flushes += 1
         clients = self.clients
         for client in clients.values():
             client.push(event)
@@ -473,7 +485,10 @@ class Hub:
                 return False, "cursor older than the generator's retention"
             if topic.ring.covers(position) or position > topic.ring.last_seq:
                 continue
-            if not await self._refill(topic, position):
+            with tracing.refill_span(topic.series, topic.resolution, position, self.upstream.address) as span:
+                refilled = await self._refill(topic, position)
+                span.set_attribute("pulsestream.refilled", refilled)
+            if not refilled:
                 return False, f"history after {position} of {topic.series} is not available"
         # A cursor from a replica that is ahead of us: wait a little for our feed to catch up.
         deadline = asyncio.get_running_loop().time() + self.settings.ready_timeout.seconds
@@ -527,6 +542,7 @@ class Hub:
             fragments.append(shape.fragment(request.fmt, topic.series, samples, request.resolution))
         infos = [self.catalogue.info(name) for name in request.series]
         meta = shape.snapshot_meta(request.fmt, request.resolution, infos, request.window_ms, now_ms)
+        meta |= tracing.trace_fields(feed.topics)
         reset = (request.cursor is not None or request.cursor_error is not None) and not resumed
         body = shape.snapshot_body(request.fmt, request.resolution, fragments, meta, reset=reset, resumed=resumed)
         event_id = cursors.encode(request.resolution, feed.flushed)

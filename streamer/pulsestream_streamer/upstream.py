@@ -31,6 +31,7 @@ import grpc
 import grpc.aio
 from google.protobuf import timestamp_pb2
 
+from pulsestream import telemetry
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 from pulsestream_streamer.catalogue import Catalogue, SeriesInfo
 from pulsestream_streamer.samples import Sample, from_point
@@ -225,7 +226,7 @@ class Upstream:
             request.start_time.CopyFrom(timestamp_pb2.Timestamp(seconds=start.time_ms // 1000, nanos=0))
             request.start_time.nanos = (start.time_ms % 1000) * 1_000_000
         stub = timeseries_pb2_grpc.TimeSeriesServiceStub(self.channel(address))  # type: ignore[no-untyped-call]
-        call = stub.Subscribe(request)
+        call = stub.Subscribe(request, metadata=telemetry.inject_metadata())  # W3C traceparent of the current span
         try:
             async for response in call:
                 yield response
