@@ -7,6 +7,8 @@ nothing on the per-client path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -42,6 +44,16 @@ class StreamerMetrics:
         self.upstream_points = Counter(
             f"{ns}_upstream_points", "Points accepted from the generator.", registry=self.registry
         )
+        self.points_sent = Counter(
+            f"{ns}_points_sent",
+            "Points queued to SSE clients (a point counts once per client that gets it).",
+            registry=self.registry,
+        )
+        self.queue_fill = Gauge(
+            f"{ns}_client_queue_fill_ratio",
+            "Fill of the fullest client queue (0 = empty, 1 = about to be dropped as a slow consumer).",
+            registry=self.registry,
+        )
         self.duplicates = Counter(
             f"{ns}_upstream_duplicates", "Points dropped as duplicates by sequencing.", registry=self.registry
         )
@@ -52,6 +64,10 @@ class StreamerMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry,
         )
+
+    def track_queue_fill(self, fill: Callable[[], float]) -> None:
+        """Compute the queue fill on scrape rather than on every push."""
+        self.queue_fill.set_function(fill)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
