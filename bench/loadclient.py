@@ -92,7 +92,7 @@ class LoadPlan:
     connections: int
     step_ms: int
     connect_concurrency: int = 64
-    connect_timeout: float = 60.0
+    connect_timeout: float = 20.0
     max_duration: float = 600.0
 
     def request(self) -> bytes:
@@ -364,14 +364,17 @@ async def _run_worker(plan: LoadPlan, control: Control, index: int) -> Tally:
             return
         control.failed[index] += 1
 
+    # Connecting and following the control run side by side: the orchestrator may start the
+    # window (or stop) while slow connections are still being opened; stopping cancels them.
     async with asyncio.TaskGroup() as group:
-        for _ in range(plan.connections):
-            group.create_task(open_one())
-    while not control.times[2] and loop.time() < deadline:
-        worker.window_start = control.times[0] or math.inf
-        worker.window_end = control.times[1] or math.inf
-        await asyncio.sleep(_POLL)
-    worker.stopping = True
+        connecting = [group.create_task(open_one()) for _ in range(plan.connections)]
+        while not control.times[2] and loop.time() < deadline:
+            worker.window_start = control.times[0] or math.inf
+            worker.window_end = control.times[1] or math.inf
+            await asyncio.sleep(_POLL)
+        worker.stopping = True
+        for task in connecting:
+            task.cancel()
     for stream in worker.streams:
         if stream.transport is not None:
             stream.transport.close()

@@ -207,10 +207,15 @@ def measure_target(
         )
         with LoadRun(plan, scenario.processes()) as load:
             connect_started = time.time()
-            deadline = connect_started + 60 + scenario.clients / 50
-            while load.opened() + load.failed() < scenario.clients and time.time() < deadline:
+            # Wait for every connection, but not past a deadline, nor 20 s without progress:
+            # a saturated target is then measured with the connections it accepted.
+            deadline = connect_started + 60 + scenario.clients / 100
+            progress, progress_at = -1, time.time()
+            while (done := load.opened() + load.failed()) < scenario.clients and time.time() < deadline:
                 service.check_alive()
-                if not load.alive():
+                if done != progress:
+                    progress, progress_at = done, time.time()
+                if not load.alive() or time.time() - progress_at > 20:
                     break
                 time.sleep(0.05)
             row["connect_seconds"] = round(time.time() - connect_started, 2)
