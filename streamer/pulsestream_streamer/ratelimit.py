@@ -12,8 +12,10 @@ Guarantees:
 - Streams: a client holds at most ``max_streams_per_client`` open streams;
   :meth:`RateLimiter.open_stream` refuses the next one until one closes.
 - :meth:`RateLimiter.configure` applies new limits live: the rate and the
-  bucket size at once (a bucket holding more than the new burst is trimmed),
-  the stream cap to streams opened from then on (open streams are not cut).
+  bucket size at once (a bucket holding more than a lowered burst is trimmed;
+  a raised burst adds its extra tokens at once, so raising a limit relieves
+  throttled clients immediately), the stream cap to streams opened from then
+  on (open streams are not cut).
 - Bounded memory: a client whose bucket is full again and who holds no stream
   is indistinguishable from a new one and is forgotten; beyond ``max_clients``
   the least recently seen client without open streams is forgotten too
@@ -70,9 +72,10 @@ class RateLimiter:
     def configure(self, limits: RateLimit) -> None:
         """Apply new limits now (see the module's guarantees)."""
         now = self._clock()
+        grown = max(0, limits.burst - self.limits.burst)
         for state in self._clients.values():
             self._refill(state, now)  # tokens earned so far count at the old rate
-            state.tokens = min(state.tokens, float(limits.burst))
+            state.tokens = min(state.tokens + grown, float(limits.burst))
         self.limits = limits
 
     def _refill(self, state: _Client, now: float) -> None:

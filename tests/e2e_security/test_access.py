@@ -142,13 +142,15 @@ def test_over_the_stream_cap_a_client_gets_429_and_others_still_stream(streamer:
         one.stream("GET", url, params=first) as held,
     ):
         assert held.status_code == 200
-        next(held.iter_raw())  # the stream is really open (retry: line, snapshot)
+        chunks = held.iter_raw()  # keep a reference: a dropped iterator closes the connection
+        next(chunks)  # the stream is really open (retry: line, snapshot)
         refused = two.get(url, params=first)
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["error"]["code"] == "too_many_streams"
         with two.stream("GET", url, params={"series": "cpu", "api_key": KEYS[1]}) as other:
             assert other.status_code == 200
+        assert next(chunks)  # the held stream was never cut
 
     # Once the held stream is gone, the client may open one again.
     def reopened() -> bool:
@@ -165,7 +167,8 @@ def test_keys_never_appear_in_the_logs_not_even_the_access_log(streamer: Service
     with httpx.stream(
         "GET", streamer.url + "/v1/stream", params={"series": "cpu", "api_key": KEYS[1]}, timeout=10.0
     ) as response:
-        next(response.iter_raw())
+        chunks = response.iter_raw()
+        next(chunks)
     logs = streamer.logs()
     # The access log is on and saw the requests, so a leak would have shown.
     assert re.search(r"GET /v1/series\?api_key=<redacted>", logs), logs[-3000:]

@@ -68,6 +68,14 @@ def test_configure_applies_a_lower_burst_and_rate_at_once() -> None:
     assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 1.0]
 
 
+def test_configure_grants_a_raised_burst_at_once() -> None:
+    clock = Clock()
+    limiter = RateLimiter(limits(rps=0.1, burst=2), clock)
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 10.0]
+    limiter.configure(limits(rps=0.1, burst=5))
+    assert [limiter.acquire("a") for _ in range(4)] == [0.0, 0.0, 0.0, 10.0]
+
+
 def test_configure_applies_a_new_stream_cap_to_new_streams_only() -> None:
     limiter = RateLimiter(limits(streams=3), Clock())
     for _ in range(3):
