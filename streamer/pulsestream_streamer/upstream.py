@@ -115,6 +115,9 @@ def channel_options(settings: StreamerSettings) -> list[tuple[str, Any]]:
     options: list[tuple[str, Any]] = [
         ("grpc.keepalive_time_ms", settings.keepalive_time.millis),
         ("grpc.keepalive_timeout_ms", settings.keepalive_timeout.millis),
+        # grpcio 1.85 waits for a ping's ack up to http2.ping_timeout_ms (default 1 min), not keepalive_timeout:
+        # without this a frozen generator (SIGSTOP, half-open TCP) held streams for a minute.
+        ("grpc.http2.ping_timeout_ms", settings.keepalive_timeout.millis),
         ("grpc.keepalive_permit_without_calls", 0),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.max_receive_message_length", settings.max_message_size),
