@@ -174,3 +174,43 @@ def test_keys_never_appear_in_the_logs_not_even_the_access_log(streamer: Service
     assert re.search(r"GET /v1/series\?api_key=<redacted>", logs), logs[-3000:]
     for secret in [*KEYS, FILE_KEY, "file-key-0002", WRONG]:
         assert secret not in logs
+
+
+ORIGIN = "https://dash.example"
+
+
+@pytest.fixture(scope="module")
+def guarded(launcher: Launcher, generator: Service) -> Service:
+    """A streamer that also guards /health and /metrics, and allows one browser origin."""
+    return launcher.streamer(
+        generator,
+        GENEROUS,
+        STREAMER_API_KEYS=KEYS[0],
+        STREAMER_PROTECT_HEALTH_AND_METRICS="true",
+        STREAMER_CORS_ALLOWED_ORIGINS=ORIGIN,
+    )
+
+
+@pytest.mark.parametrize("path", ["/health", "/metrics"])
+def test_health_and_metrics_need_a_key_when_the_setting_says_so(guarded: Service, path: str) -> None:
+    assert get(guarded, path).status_code == 401
+    assert get(guarded, path, **WAYS["bearer"](KEYS[0])).status_code == 200
+
+
+def test_cors_answers_preflights_without_a_key_and_refusals_carry_cors_headers(guarded: Service) -> None:
+    preflight = httpx.options(
+        guarded.url + "/v1/stream",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "x-api-key",
+        },
+        timeout=10.0,
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN
+    refused = get(guarded, headers={"Origin": ORIGIN})
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == ORIGIN  # the page can read why it was refused
+    stranger = get(guarded, headers={"Origin": "https://evil.example", **WAYS["header"](KEYS[0])["headers"]})
+    assert "access-control-allow-origin" not in stranger.headers

@@ -102,3 +102,8 @@ def test_an_invalid_settings_file_keeps_the_last_good_settings_and_health_shows_
     fixed = expected_version(streamer, good | {"heartbeatInterval": "5s"})
     wait_for(lambda: health(streamer).get("config_version") == fixed, what="the repaired settings")
     assert health(streamer).get("settings_error") is None
+
+
+def test_a_streamer_without_keys_says_at_start_up_that_v1_is_open(streamer: Service) -> None:
+    assert "API keys not configured: /v1 is open" in streamer.logs()
+    assert httpx.get(streamer.url + "/v1/series", timeout=10.0).status_code == 200
