@@ -24,8 +24,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pulsestream.settingsfile import SettingsFile
 from pulsestream_streamer import __version__, sse, tracing
@@ -47,13 +48,56 @@ STATIC_DIR = Path(__file__).parent / "static"
 RAW_SEND = "pulsestream.raw_send"
 
 
+#: Path of the SSE route, served by :class:`StreamerApp`'s fast path.
+STREAM_PATH = "/v1/stream"
+
+
 class StreamerApp(FastAPI):
-    """FastAPI that remembers the server's ``send`` for the SSE body fast path."""
+    """FastAPI with a lean path for ``GET /v1/stream``, the one route that lives for hours.
+
+    An SSE connection keeps every frame of the stack that serves it alive for its whole
+    life. Through FastAPI's routing that is about 12 KB per connection (exit stacks,
+    exception wrappers, request objects), a third of an idle connection's memory. So
+    ``GET /v1/stream`` goes through the app's user middleware (access gate, CORS,
+    anything added later, in the same order) straight to :func:`serve_stream`. The
+    route is still declared on the ``/v1`` router (OpenAPI, and the fallback): if
+    dependencies are attached to that router or route, the fast path turns itself off
+    and FastAPI serves the stream, so nothing attached there is ever bypassed.
+
+    It also keeps the server's own ``send`` in the scope (:data:`RAW_SEND`) for the
+    SSE body writes (see :func:`sse.write_stream`).
+    """
+
+    _stream_stack: ASGIApp | None = None
+    _stream_checked = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope[RAW_SEND] = send
+            if scope["path"] == STREAM_PATH and scope["method"] == "GET":
+                stack = self._stream_stack if self._stream_checked else self._build_stream_stack()
+                if stack is not None:
+                    scope["app"] = self
+                    await stack(scope, receive, send)
+                    return
         await super().__call__(scope, receive, send)
+
+    def _build_stream_stack(self) -> ASGIApp | None:
+        self._stream_checked = True
+        v1: APIRouter | None = getattr(self.state, "v1", None)
+        routes = [r for r in (v1.routes if v1 else []) if isinstance(r, APIRoute) and r.path == STREAM_PATH]
+        if v1 is None or v1.dependencies or self.router.dependencies or any(r.dependencies for r in routes):
+            logger.info("stream fast path off: dependencies are attached to the /v1 routes")
+            return None
+
+        async def lean(scope: Scope, receive: Receive, send: Send) -> None:
+            await serve_stream(self, Request(scope, receive), receive, send)
+
+        stack: ASGIApp = lean
+        for middleware in reversed(self.user_middleware):
+            stack = middleware.cls(stack, *middleware.args, **middleware.kwargs)
+        self._stream_stack = stack
+        return stack
 
 
 def _bad_parameter(parameter: str, message: str) -> JSONResponse:
@@ -101,10 +145,10 @@ class StreamResponse(Response):
             metrics.connections_total.inc()
             feed: Feed | None = None
             try:
-                first = await hub.open(client, request)
+                await hub.open(client, request)
                 feed = client.feed if isinstance(client.feed, Feed) else None
                 span.joined(client.id, feed)
-                await sse.write_stream(client, receive, send, raw_send, first)
+                await sse.write_stream(client, receive, send, raw_send)
             finally:
                 hub.close(client)
                 registry.close(client)
@@ -112,6 +156,31 @@ class StreamResponse(Response):
                 if client.reason and client.reason != "disconnect":
                     metrics.drops.labels(client.reason).inc()
                 span.ended(client.reason, feed, client.bytes_sent, client.events_dropped)
+
+
+def stream_response(app: FastAPI, request: Request) -> Response:
+    """The response to a ``/v1/stream`` request: a stream, or a 400/503 JSON answer."""
+    hub: Hub = app.state.hub
+    try:
+        parsed = parse_stream_request(
+            request.query_params, request.headers.get("last-event-id"), hub.catalogue, app.state.settings
+        )
+    except BadParameter as error:
+        return _bad_parameter(error.parameter, str(error))
+    if hub.draining:
+        return JSONResponse(
+            {"error": {"code": "server_shutdown", "message": "server is shutting down; retry elsewhere"}},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+    peer = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
+    key = request.scope.get("state", {}).get("client_id")
+    return StreamResponse(app, parsed, peer, key if isinstance(key, str) else None)
+
+
+async def serve_stream(app: FastAPI, request: Request, receive: Receive, send: Send) -> None:
+    """Answer ``GET /v1/stream`` on the fast path (no routing, no per-request exit stacks)."""
+    await stream_response(app, request)(request.scope, receive, send)
 
 
 def create_app(settings: StreamerSettings) -> StreamerApp:
@@ -212,18 +281,8 @@ def create_app(settings: StreamerSettings) -> StreamerApp:
 
     @v1.get("/stream", response_model=None)
     async def stream(request: Request) -> Response:
-        parsed = parse_stream_request(
-            request.query_params, request.headers.get("last-event-id"), hub.catalogue, settings
-        )
-        if hub.draining:
-            return JSONResponse(
-                {"error": {"code": "server_shutdown", "message": "server is shutting down; retry elsewhere"}},
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
-        peer = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
-        key = getattr(request.state, "client_id", None)
-        return StreamResponse(app, parsed, peer, key if isinstance(key, str) else None)
+        # Normally not reached: StreamerApp serves this path itself (see its docstring).
+        return stream_response(app, request)
 
     app.include_router(v1)
     app.state.v1 = v1

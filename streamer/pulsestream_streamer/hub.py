@@ -418,10 +418,12 @@ class Hub:
 
     # --- streams ----------------------------------------------------------------------------------
 
-    async def open(self, client: Client, request: StreamRequest) -> bytes:
-        """Attach ``client`` to the feed for ``request``; return its first bytes (retry + snapshot).
+    async def open(self, client: Client, request: StreamRequest) -> None:
+        """Attach ``client`` to the feed for ``request``, its first bytes (retry + snapshot) queued.
 
-        From the moment this returns, every flush of the feed reaches the client's queue.
+        From the moment this returns, every flush of the feed reaches the client's queue,
+        after the snapshot. The snapshot is only referenced by the queue, so it is freed
+        as soon as it is written (a connection never holds its snapshot for its lifetime).
         """
         await self._started.wait()
         feed = self._feed(request.series, request.resolution, request.fmt)
@@ -432,21 +434,21 @@ class Hub:
             if request.cursor is not None and not usable:
                 logger.debug("cursor not usable: %s", reason, extra={"client_id": client.id})
             first = self._snapshot(feed, request, resumed=usable)
+            for topic in feed.topics:
+                if topic.down is not None:
+                    first += sse.error_frame(
+                        "upstream_unavailable",
+                        f"generator unavailable ({topic.down[0]}); retrying, points resume without gap",
+                        series=[topic.series],
+                    )
+            client.prime(first)
             feed.clients[client.id] = client
             client.feed = feed
         finally:
             feed.joining -= 1
             self._release(feed)
-        for topic in feed.topics:
-            if topic.down is not None:
-                first += sse.error_frame(
-                    "upstream_unavailable",
-                    f"generator unavailable ({topic.down[0]}); retrying, points resume without gap",
-                    series=[topic.series],
-                )
         self.metrics.events_sent.labels("snapshot").inc()
         self.metrics.bytes_sent.inc(len(first))
-        return first
 
     def close(self, client: Client) -> None:
         """Detach ``client`` (its writer ended)."""

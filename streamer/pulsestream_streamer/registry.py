@@ -115,6 +115,11 @@ class Client:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def prime(self, first: bytes) -> None:
+        """Put the stream's first bytes (retry + snapshot) in front, outside the queue bounds."""
+        self._queue.insert(0, first)
+        self._wake()
+
     def finish(self, last: bytes, reason: str) -> None:
         """Send ``last`` after what is queued, then end the stream (server shutdown, lifetime, slow)."""
         if self._closing:

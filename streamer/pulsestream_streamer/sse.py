@@ -90,34 +90,29 @@ async def _watch_disconnect(receive: Receive, client: Client) -> None:
             return
 
 
-async def write_stream(client: Client, receive: Receive, send: Send, raw_send: Send, first: bytes) -> None:
+async def write_stream(client: Client, receive: Receive, send: Send, raw_send: Send) -> None:
     """Serve one SSE response until the client leaves or is closed.
 
     ``send`` (through the middleware stack) starts the response so middleware can add
     headers (CORS); the body goes through ``raw_send``, the server's own callable, which
     skips the per-message middleware wrappers and lets a stalled peer's transport be
-    aborted (see :meth:`Client.abort`). Returns when the client is gone; never raises
+    aborted (see :meth:`Client.abort`). Nothing sent is referenced after its write, so an
+    idle connection holds no event bytes. Returns when the client is gone; never raises
     for a client-side disconnect.
     """
     loop = asyncio.get_running_loop()
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     watcher = asyncio.ensure_future(_watch_disconnect(receive, client))
     try:
-        message: dict[str, Any] = {"type": "http.response.body", "body": first, "more_body": True}
-        client.blocked_since = loop.time()
-        await raw_send(message)
-        client.blocked_since = 0.0
-        client.wrote(len(first), loop.time())
         while True:
             body = await client.next_body()
             if body is None:
                 break
-            message = {"type": "http.response.body", "body": body, "more_body": True}
             client.blocked_since = loop.time()
-            await raw_send(message)
-            now = loop.time()
+            await raw_send({"type": "http.response.body", "body": body, "more_body": True})
             client.blocked_since = 0.0
-            client.wrote(len(body), now)
+            client.wrote(len(body), loop.time())
+            body = None
         if not client.gone:
             await raw_send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
