@@ -1,0 +1,100 @@
+"""The live settings file broken in every way an operator or a volume can break it, with streams flowing.
+
+Corrupted in place (a bind-mount edit), deleted, replaced by a valid file with out-of-range values, then
+replaced atomically by a good file: both services keep the last good settings while the file is bad and say
+so (the streamer in /health ``settings_error`` and its log, the generator in its log while ListSeries still
+reports the good values), keep streaming without a gap, and apply the good file when it comes.
+"""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+import yaml
+from google.protobuf import duration_pb2
+from pulsestream_streamer.settings import StreamerSettings
+from service_processes import OPEN_LIMITS, Fleet, Process, wait_until
+from sse_clients import EventSource, assert_continuous, following
+
+from pulsestream.spec import load_spec
+from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
+
+
+def _streamer_version(streamer: Process, document: dict[str, object]) -> str:
+    base = StreamerSettings.from_env(streamer.env).base_spec()
+    return load_spec(yaml.safe_dump(document), base=base).version()
+
+
+async def _retention_s(generator: Process) -> float:
+    async with grpc.aio.insecure_channel(generator.address) as channel:
+        reply = await timeseries_pb2_grpc.TimeSeriesServiceStub(channel).ListSeries(
+            timeseries_pb2.ListSeriesRequest(), timeout=5
+        )
+    retention: duration_pb2.Duration = reply.retention
+    return retention.seconds + retention.nanos / 1e9
+
+
+def _count(process: Process, pattern: str) -> int:
+    return len(re.findall(pattern, process.logs()))
+
+
+async def test_bad_settings_files_are_refused_and_reported_while_the_last_good_ones_stay_in_force(
+    fleet: Fleet,
+) -> None:
+    generator = await fleet.generator({"retention": "50s"})
+    streamer = await fleet.streamer([generator], {"flushInterval": "40ms"})
+    client = EventSource([streamer.url], "/v1/stream?series=cpu,memory&window=1s")
+    good = {**OPEN_LIMITS, "flushInterval": "40ms"}
+    good_version = _streamer_version(streamer, good)
+    assert (await streamer.health())["config_version"] == good_version
+    assert await _retention_s(generator) == 50
+
+    breakages = [
+        ("corrupted in place", lambda p: p.settings_path.write_bytes(b"frequency: [100ms\n\x00\xff garbage")),
+        ("deleted", lambda p: p.settings_path.unlink()),
+        ("out of range, replaced atomically", lambda p: p.write_settings("frequency: 5ms\nbufferSize: -3\n")),
+    ]
+    async with following(client):
+        for number, (what, breakage) in enumerate(breakages, start=1):
+            for process in (generator, streamer):
+                breakage(process)
+
+            async def reported() -> dict[str, object] | None:
+                health = await streamer.health()
+                return health if health["settings_error"] else None
+
+            health = await wait_until(reported, what=f"/health settings_error once the file is {what}")
+            assert health["config_version"] == good_version, what
+            assert health["status"] == "ok", what
+            await wait_until(
+                lambda n=number: _count(generator, r"settings rejected, keeping version") >= n,  # type: ignore[misc]
+                what=f"the generator to log the file {what}",
+            )
+            assert _count(streamer, r"settings rejected, keeping version " + good_version) >= number
+            assert await _retention_s(generator) == 50, f"generator kept its last good retention ({what})"
+            before = client.last_seq()
+            await client.wait_past(before + 200)
+
+        # A good file, swapped in atomically: applied, and the errors clear.
+        for process, document in (
+            (generator, {"retention": "40s"}),
+            (streamer, {**OPEN_LIMITS, "flushInterval": "30ms"}),
+        ):
+            process.write_settings(yaml.safe_dump(document))
+        new_version = _streamer_version(streamer, {**OPEN_LIMITS, "flushInterval": "30ms"})
+
+        async def applied() -> bool:
+            health = await streamer.health()
+            return health["settings_error"] is None and health["config_version"] == new_version
+
+        await wait_until(applied, what="the streamer to apply the good file")
+
+        async def generator_applied() -> bool:
+            return await _retention_s(generator) == 40
+
+        await wait_until(generator_applied, what="the generator to apply the good file")
+        await client.wait_past(client.last_seq() + 200)
+    assert generator.alive() and streamer.alive()
+    assert "Traceback" not in generator.logs() + streamer.logs()
+    assert_continuous(client, {"cpu", "memory"})
