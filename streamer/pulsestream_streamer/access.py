@@ -72,12 +72,13 @@ class AccessGate:
         self._clock = clock
         self.on_refused = on_refused
         self._next_key_check = clock() + keys.poll_interval
+        self._seen: RateLimit | None = None
 
     def refresh(self) -> None:
         """Apply a changed ``rateLimit`` and re-read the key file when its poll interval has passed."""
         if self._limits is not None:
             limits = self._limits()
-            if limits != self.limiter.limits:
+            if limits is not self._seen and limits != self.limiter.limits:  # identity first: the spec rarely changes
                 logger.info(
                     "rate limits applied",
                     extra={
@@ -87,6 +88,7 @@ class AccessGate:
                     },
                 )
                 self.limiter.configure(limits)
+            self._seen = limits
         now = self._clock()
         if self.keys.key_file is not None and now >= self._next_key_check:
             self._next_key_check = now + self.keys.poll_interval
