@@ -13,8 +13,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
-from traced_stack import Process, Stream, hex_id, read_stream, wait_for
+from traced_stack import Process, Stream, hex_id, iter_events, read_stream, wait_for
 
 SUBSCRIBE = "pulsestream.v1.TimeSeriesService/Subscribe"
 SERIES = ["cpu", "memory"]
@@ -59,7 +60,9 @@ def journey(traced_stack: tuple[Process, Process]) -> Journey:
     def streamer_done() -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
         spans = ours(streamer)
         connections = [s for s in spans if s["name"] == "GET /v1/stream"]
-        upstream = [s for s in spans if s["name"] == SUBSCRIBE and s["attributes"]["pulsestream.purpose"] == "subscription"]
+        upstream = [
+            s for s in spans if s["name"] == SUBSCRIBE and s["attributes"]["pulsestream.purpose"] == "subscription"
+        ]
         return (connections[0], upstream) if connections and len(upstream) == len(SERIES) else None
 
     connection, upstream = wait_for(streamer_done, what="the streamer's connection and upstream spans")
@@ -121,9 +124,7 @@ def test_the_generators_server_span_is_a_child_of_the_upstream_client_span(journ
         assert attributes["pulsestream.end_reason"] == "cancelled"  # the topic stopped after its last client
         assert attributes["rpc.grpc.status_code"] == 1
     assert sum(span["attributes"]["pulsestream.points_sent"] for span in journey.generator) > 0
-    assert {span["resource"]["attributes"]["service.name"] for span in journey.generator} == {
-        "pulsestream-generator"
-    }
+    assert {span["resource"]["attributes"]["service.name"] for span in journey.generator} == {"pulsestream-generator"}
     assert journey.connection["resource"]["attributes"]["service.name"] == "pulsestream-streamer"
 
 
@@ -166,12 +167,9 @@ def test_a_second_client_of_a_shared_subscription_has_its_own_trace_linked_to_th
     traced_stack: tuple[Process, Process],
 ) -> None:
     """Two browsers on one topic: one upstream span (in the first one's trace), two connection spans."""
-    generator, streamer = traced_stack
+    _, streamer = traced_stack
     url = f"http://127.0.0.1:{streamer.port}/v1/stream?series=requests&window=1s"
     first_trace, second_trace = secrets.token_hex(16), secrets.token_hex(16)
-    import httpx
-    from traced_stack import iter_events
-
     with (
         httpx.Client(timeout=30.0) as client,
         client.stream("GET", url, headers={"traceparent": f"00-{first_trace}-{secrets.token_hex(8)}-01"}) as first,
@@ -193,9 +191,7 @@ def test_a_second_client_of_a_shared_subscription_has_its_own_trace_linked_to_th
     spans = wait_for(connections, what="both connection spans")
     upstream = wait_for(
         lambda: [
-            s
-            for s in streamer.spans()
-            if s["name"] == SUBSCRIBE and trace_of(s) == first_trace and kind(s) == "CLIENT"
+            s for s in streamer.spans() if s["name"] == SUBSCRIBE and trace_of(s) == first_trace and kind(s) == "CLIENT"
         ],
         what="the shared upstream span",
     )

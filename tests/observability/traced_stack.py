@@ -12,6 +12,7 @@ exported, right after a test's request ends. Every wait polls a condition.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import socket
 import subprocess
@@ -27,6 +28,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 BIN = Path(sys.executable).parent
+_RUNS = itertools.count(1)
 START_TIMEOUT = 60.0
 
 
@@ -103,8 +105,9 @@ class Process:
 
 def _spawn(name: str, env: dict[str, str], directory: Path, port: int) -> Process:
     full = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env}
-    stdout = directory / f"{name}-{port}.spans.jsonl"
-    stderr = directory / f"{name}-{port}.log.jsonl"
+    run = next(_RUNS)  # a restarted service on the same port gets files of its own
+    stdout = directory / f"{name}-{port}-{run}.spans.jsonl"
+    stderr = directory / f"{name}-{port}-{run}.log.jsonl"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         proc = subprocess.Popen([str(BIN / f"pulsestream-{name}")], env=full, stdout=out, stderr=err)
     return Process(name, proc, port, stdout, stderr, full)
