@@ -73,6 +73,7 @@ class Client:
         "last_write",
         "limits",
         "peer",
+        "probe",
         "reason",
     )
 
@@ -89,6 +90,8 @@ class Client:
         lifetime = limits.max_lifetime
         self.deadline = now + lifetime * random.uniform(0.9, 1.1) if lifetime > 0 else 0.0
         self.feed: object | None = None
+        #: Returns True once the peer has gone (set by the HTTP layer when the server can tell).
+        self.probe: Callable[[], bool] | None = None
         self.reason = ""
         self._queue: list[bytes] = []
         self._queued_bytes = 0
@@ -266,6 +269,9 @@ class Registry:
         idle_before = now - limits.heartbeat
         stall = min(limits.stall_timeout, 1.0) if draining else limits.stall_timeout
         for client in list(self._clients.values()):
+            if client.probe is not None and not client.gone and client.probe():
+                client.disconnected()
+                continue
             if client.closing:
                 if client.blocked_since and now - client.blocked_since > stall:
                     client.abort()

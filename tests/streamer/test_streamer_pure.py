@@ -317,3 +317,17 @@ async def test_shutdown_finishes_every_client_after_its_queue() -> None:
     registry.shutdown(b"bye")
     assert await client.next_body() == b"pointsbye"
     assert await client.next_body() is None
+
+
+async def test_sweep_notices_a_peer_that_went_away_through_the_probe() -> None:
+    registry = Registry(ClientLimits())
+    client = registry.open("127.0.0.1:1")
+    gone = False
+    client.probe = lambda: gone
+    waiting = asyncio.ensure_future(client.next_body())
+    registry.sweep(client.connected_at + 0.5, sse.HEARTBEAT, b"bye")
+    assert not client.gone
+    gone = True
+    registry.sweep(client.connected_at + 1.0, sse.HEARTBEAT, b"bye")
+    assert client.gone and client.reason == "disconnect"
+    assert await waiting is None, "the writer wakes up and ends"
