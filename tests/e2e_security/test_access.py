@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -181,13 +182,15 @@ ORIGIN = "https://dash.example"
 
 @pytest.fixture(scope="module")
 def guarded(launcher: Launcher, generator: Service) -> Service:
-    """A streamer that also guards /health and /metrics, and allows one browser origin."""
+    """A streamer that also guards /health and /metrics, allows one browser origin, and logs JSON lines."""
     return launcher.streamer(
         generator,
         GENEROUS,
         STREAMER_API_KEYS=KEYS[0],
         STREAMER_PROTECT_HEALTH_AND_METRICS="true",
         STREAMER_CORS_ALLOWED_ORIGINS=ORIGIN,
+        LOG_LEVEL="debug",
+        LOG_FORMAT="json",
     )
 
 
@@ -214,3 +217,14 @@ def test_cors_answers_preflights_without_a_key_and_refusals_carry_cors_headers(g
     assert refused.headers["access-control-allow-origin"] == ORIGIN  # the page can read why it was refused
     stranger = get(guarded, headers={"Origin": "https://evil.example", **WAYS["header"](KEYS[0])["headers"]})
     assert "access-control-allow-origin" not in stranger.headers
+
+
+def test_keys_never_appear_in_json_logs_either(guarded: Service) -> None:
+    for way in WAYS.values():
+        get(guarded, **way(KEYS[0]))
+        get(guarded, **way(WRONG))
+    lines = [json.loads(line) for line in guarded.logs().splitlines() if line.startswith("{")]
+    access = [line["message"] for line in lines if line["logger"] == "uvicorn.access"]
+    assert any("api_key=<redacted>" in message for message in access), access
+    text = guarded.logs()
+    assert KEYS[0] not in text and WRONG not in text
