@@ -199,3 +199,12 @@ def test_a_second_client_of_a_shared_subscription_has_its_own_trace_linked_to_th
     for span in spans.values():
         assert [hex_id(link["context"]["span_id"]) for link in span["links"]] == [id_of(upstream[0])]
         assert [hex_id(link["context"]["trace_id"]) for link in span["links"]] == [first_trace]
+
+
+def test_only_streams_are_traced_not_probes_catalogue_calls_or_metrics(
+    journey: Journey, traced_stack: tuple[Process, Process]
+) -> None:
+    """The fixtures polled /health, the streamer called ListSeries, tests scraped /metrics: none of it is a span."""
+    generator, streamer = traced_stack
+    assert {span["name"] for span in generator.spans()} == {SUBSCRIBE}
+    assert {span["name"] for span in streamer.spans()} <= {SUBSCRIBE, "GET /v1/stream"}
