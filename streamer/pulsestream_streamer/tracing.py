@@ -74,6 +74,13 @@ _tracer = trace.get_tracer(__name__)
 _RPC_ATTRIBUTES = {"rpc.system": "grpc", "rpc.service": _SERVICE, "rpc.method": "Subscribe"}
 
 
+def _recording() -> bool:
+    """Whether spans go anywhere: an SDK provider was installed (or a test gave this module a tracer of its own)."""
+    return not (
+        isinstance(_tracer, trace.ProxyTracer) and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    )
+
+
 def trace_id_of(span: Span) -> str:
     """The span's trace id as 32 hex digits (the W3C and Jaeger form), or ``""`` when not traced."""
     context = span.get_span_context()
@@ -239,7 +246,15 @@ def connection_span(
     fmt: str,
     resume: bool,
 ) -> Iterator[ConnectionTrace]:
-    """The connection's span, current for the whole stream; continues a ``traceparent`` the request carried."""
+    """The connection's span, current for the whole stream; continues a ``traceparent`` the request carried.
+
+    With tracing off it yields at once with the invalid span: a connection then
+    costs about a microsecond here instead of the ~20 µs of going through the
+    no-op tracer.
+    """
+    if not _recording():
+        yield ConnectionTrace(trace.INVALID_SPAN)
+        return
     host, _, port = peer.rpartition(":")
     attributes: dict[str, Any] = {
         "http.request.method": "GET",

@@ -49,6 +49,15 @@ def test_untraced_meta_is_the_same_bytes_object_and_carries_no_trace_id(monkeypa
     assert tracing.trace_fields(topics) == {}
 
 
+def test_with_no_tracer_provider_installed_a_connection_costs_no_span_work() -> None:
+    """This process never installs a global provider (tracing off, as by default)."""
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    parent = [(b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
+    with tracing.connection_span(parent, "1.2.3.4:5", series=["cpu"], resolution="raw", fmt="d3", resume=False) as c:
+        assert c.span is trace.INVALID_SPAN
+        assert not trace.get_current_span().get_span_context().is_valid  # nothing made current either
+
+
 def test_meta_names_one_trace_or_each_series_trace(exporter: InMemorySpanExporter) -> None:
     cpu = FakeTopic("cpu", tracing.UpstreamTrace("cpu", "raw", "127.0.0.1:50051"))
     memory = FakeTopic("memory", tracing.UpstreamTrace("memory", "raw", "127.0.0.1:50051"))
