@@ -23,7 +23,7 @@ import uvicorn
 
 from pulsestream import logs, telemetry
 from pulsestream.envsettings import SettingsError
-from pulsestream_streamer import redaction
+from pulsestream_streamer import redaction, tracing
 from pulsestream_streamer.app import StreamerApp, create_app
 from pulsestream_streamer.settings import StreamerSettings
 
@@ -96,11 +96,8 @@ def main() -> None:
         sys.exit(2)
     server = build_server(settings)
     redaction.install(server.streamer_app.state.access.keys.secrets)  # keys never reach a log line
-    try:
-        server.run()
-    finally:
-        if provider is not None:
-            provider.shutdown()  # flush batched spans before the process ends
+    with tracing.exporting_until_exit(provider, server.handle_exit):  # batched spans flushed before exit
+        server.run(sockets=[server.bind()])  # our bind: it applies STREAMER_SOCKET_SEND_BUFFER (uvicorn's does not)
 
 
 if __name__ == "__main__":
