@@ -196,6 +196,7 @@ def create_app(settings: StreamerSettings) -> StreamerApp:
         heartbeat=spec.heartbeat_interval.seconds,
         stall_timeout=settings.client_stall_timeout.seconds,
         max_lifetime=settings.client_max_lifetime.seconds,
+        write_buffer=settings.client_write_buffer,
     )
     registry = Registry(limits)
     metrics.track_queue_fill(lambda: max((client.queued for client in registry), default=0) / max(1, limits.max_events))

@@ -50,6 +50,7 @@ class ClientLimits:
     heartbeat: float = 15.0
     stall_timeout: float = 30.0
     max_lifetime: float = 3600.0
+    write_buffer: int = 16 * 1024
 
 
 class Client:

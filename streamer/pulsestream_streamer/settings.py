@@ -215,6 +215,13 @@ class StreamerSettings(EnvSettings):
         description="Bytes of events queued for one client before it is dropped as a slow consumer "
         "(with buffer_size events, the bound on a client's memory).",
     )
+    client_write_buffer: int = Field(
+        default=16 * 1024,
+        ge=0,
+        le=64 * 1024 * 1024,
+        description="Bytes a connection's transport buffers before its writer waits (asyncio's default is 64 KiB); "
+        "small, so a peer that stopped reading is noticed and bounded early. 0 = asyncio's default.",
+    )
     client_stall_timeout: Annotated[Duration, within("1s", "1h")] = Field(
         default=Duration("30s"),
         description="A connection whose socket accepts nothing for this long is closed (dead or stalled peer).",

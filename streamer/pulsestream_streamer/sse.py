@@ -102,7 +102,7 @@ async def write_stream(client: Client, receive: Receive, send: Send, raw_send: S
     """
     loop = asyncio.get_running_loop()
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    probe = _disconnect_probe(raw_send)
+    probe = _disconnect_probe(raw_send, client.limits.write_buffer)
     watcher = None
     if probe is None:
         watcher = asyncio.ensure_future(_watch_disconnect(receive, client))
@@ -133,14 +133,22 @@ async def write_stream(client: Client, receive: Receive, send: Send, raw_send: S
                     raise
 
 
-def _disconnect_probe(raw_send: Send) -> Callable[[], bool] | None:
+def _disconnect_probe(raw_send: Send, write_buffer: int) -> Callable[[], bool] | None:
     """A cheap "has the peer gone?" check when the server exposes one (uvicorn's ``disconnected``).
 
     With it, a connection needs no second task waiting on ``receive()`` (about 2 KB per idle
     connection): the writer checks after each write, and the registry sweep checks idle
     connections every ``sweep_interval``. Without it, :func:`_watch_disconnect` runs.
+
+    It also lowers the connection's transport buffer to ``write_buffer`` bytes (asyncio's
+    default is 64 KiB): past it the server's ``send`` waits, so a peer that stopped reading
+    shows up as a blocked writer (then a slow consumer) after a few KB instead of 64, and
+    holds at most that much memory in user space.
     """
     cycle: Any = getattr(raw_send, "__self__", None)
     if not isinstance(getattr(cycle, "disconnected", None), bool):
         return None
+    transport = getattr(cycle, "transport", None)
+    if write_buffer and transport is not None and hasattr(transport, "set_write_buffer_limits"):
+        transport.set_write_buffer_limits(high=write_buffer)
     return lambda: bool(cycle.disconnected)
