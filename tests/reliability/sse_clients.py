@@ -109,6 +109,10 @@ class Connection:
         async with asyncio.timeout(timeout):
             return b"".join([chunk async for chunk in self.chunks()])
 
+    def stop_reading(self) -> None:
+        """Read nothing more, from now on: what the server sends piles up in the kernel's buffers only."""
+        self.writer.transport.pause_reading()
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.transport.abort()

@@ -1,0 +1,230 @@
+"""Load and leaks: connections opened and closed in waves, and stalled clients among many.
+
+Churn: waves of SSE connections (several series sets and formats), each wave opened together and closed in
+every way a browser can go away (read then FIN, read then RST, gone before the snapshot). After each wave
+the streamer's connection registry (/health ``connections``) returns to zero; at the end its open file
+descriptors and threads (/proc) are back at their baseline and its resident memory is within a small
+allowance of it. ``make test`` runs a short version; ``make soak`` runs 1,000 connections per wave for
+minutes (``SOAK_SECONDS``, default 180).
+
+Stalls: a share of clients never read. The others' p99 delivery latency (receive time minus the point's
+timestamp) is compared with a no-stall baseline measured in the same test just before and after; the
+stalled ones are cut off as the streamer documents (``slow_consumer``, or ``stalled`` when their socket
+takes nothing), counted in /metrics, and its memory stays bounded meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+
+import pytest
+from service_processes import Fleet, Process, wait_until
+from sse_clients import Connection, EventSource, following
+
+STREAMS = [
+    "/v1/stream?series=cpu&window=1s",
+    "/v1/stream?series=cpu,memory&window=2s",
+    "/v1/stream?series=latency,requests&window=1s&format=table",
+    "/v1/stream?series=memory&resolution=1s&window=10s",
+]
+STALLED = "/v1/stream?series=cpu,memory,requests,latency&window=30s"
+
+
+def _raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, needed), hard))
+
+
+async def _one(url: str, index: int, hold: asyncio.Event) -> str:
+    """One browser visit: open, maybe read the snapshot, hold until ``hold`` is set, go away somehow."""
+    path = STREAMS[index % len(STREAMS)]
+    style = index % 4
+    if style == 3:
+        # Gone before the snapshot: request sent, connection reset at once.
+        host, port = url.removeprefix("http://").split(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        await writer.drain()
+        writer.transport.abort()
+        return "gone early"
+    connection = await Connection.open(url + path)
+    try:
+        assert connection.status == 200, connection.status
+        buffer = b""
+        async with asyncio.timeout(20):
+            async for chunk in connection.chunks():
+                buffer += chunk
+                if b"event: snapshot" in buffer and buffer.endswith(b"\n\n"):
+                    break
+        await hold.wait()
+    finally:
+        if style == 1:
+            connection.writer.close()  # FIN, like a closed tab
+            with contextlib.suppress(Exception):
+                await connection.writer.wait_closed()
+        else:
+            connection.close()  # RST, like a dropped network
+    return "read"
+
+
+async def _wave(streamer: Process, connections: int) -> None:
+    hold = asyncio.Event()
+    tasks = [asyncio.create_task(_one(streamer.url, i, hold)) for i in range(connections)]
+    try:
+        readers = connections - connections // 4
+
+        async def all_connected() -> bool:
+            return (await streamer.health())["connections"] >= readers
+
+        await wait_until(all_connected, timeout=60, what=f"{readers} streams open")
+        hold.set()
+        results = await asyncio.gather(*tasks)
+        assert results.count("read") == readers
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def all_gone() -> bool:
+        return (await streamer.health())["connections"] == 0
+
+    await wait_until(all_gone, timeout=30, what="the registry to empty after the wave")
+
+
+@dataclass
+class Usage:
+    fds: int
+    threads: int
+    rss_kib: int
+
+
+def _usage(process: Process) -> Usage:
+    return Usage(process.fds(), process.threads(), process.rss_kib())
+
+
+async def _churn(fleet: Fleet, connections: int, *, waves: int = 0, seconds: float = 0.0) -> None:
+    _raise_fd_limit(connections * 2 + 256)
+    generator = await fleet.generator()
+    streamer = await fleet.streamer([generator], STREAMER_BACKLOG="4096", STREAMER_HUB_LINGER="30s")
+    await _wave(streamer, connections)  # warm-up: lazy imports, topics, buffers, the allocator's arenas
+    baseline = _usage(streamer)
+    done = 0
+    deadline = time.monotonic() + seconds
+    while done < waves or time.monotonic() < deadline:
+        await _wave(streamer, connections)
+        done += 1
+
+    async def back_to_baseline() -> bool:
+        now = _usage(streamer)
+        return now.fds <= baseline.fds and now.threads <= baseline.threads
+
+    await wait_until(back_to_baseline, timeout=15, what=f"fds/threads back to {baseline} (now {_usage(streamer)})")
+    after = _usage(streamer)
+    growth_mib = (after.rss_kib - baseline.rss_kib) / 1024
+    # A leak of even 4 KiB per connection would be connections * waves * 4 KiB; allow 16 MiB of allocator noise.
+    assert growth_mib < 16, f"RSS grew {growth_mib:.1f} MiB over {done} waves of {connections} (baseline {baseline})"
+    assert await streamer.metric("pulsestream_streamer_sse_connections") == 0
+    accepted = await streamer.metric("pulsestream_streamer_sse_connections_accepted_total")
+    assert accepted >= (done + 1) * (connections - connections // 4)
+    assert "Traceback" not in streamer.logs()
+
+
+async def test_waves_of_connections_leave_no_registry_entry_fd_thread_or_memory_behind(fleet: Fleet) -> None:
+    await _churn(fleet, 200, waves=4)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+async def test_soak_a_thousand_connections_opened_and_closed_for_minutes_leak_nothing(fleet: Fleet) -> None:
+    await _churn(fleet, 1000, seconds=float(os.environ.get("SOAK_SECONDS", "180")))
+
+
+# --- stalled clients ------------------------------------------------------------------------------
+
+
+def _p99(values: list[int]) -> float:
+    assert len(values) >= 50, f"too few samples ({len(values)})"
+    return statistics.quantiles(values, n=100)[98]
+
+
+async def _measure(readers: list[EventSource], events_each: int) -> float:
+    """p99 latency (ms) of the readers' next points events, once each has received ``events_each``."""
+    for reader in readers:
+        reader.lags_ms.clear()
+    await wait_until(
+        lambda: all(len(reader.lags_ms) >= events_each for reader in readers),
+        timeout=60,
+        what=f"{events_each} points events at every reader",
+    )
+    return _p99([lag for reader in readers for lag in reader.lags_ms])
+
+
+async def _stall(streamer: Process) -> Connection:
+    """A client that opens a stream with a tiny receive window and never reads it."""
+    # Its first write (a 30 s snapshot of four series) alone outgrows every buffer on the way.
+    connection = await Connection.open(streamer.url + STALLED, rcvbuf=1024)
+    connection.stop_reading()
+    return connection
+
+
+async def _stalled_among(fleet: Fleet, clients: int, stalled: int, events_each: int) -> None:
+    _raise_fd_limit(clients * 2 + 256)
+    generator = await fleet.generator()
+    streamer = await fleet.streamer(
+        [generator],
+        {"bufferSize": 32, "flushInterval": "50ms"},
+        STREAMER_SOCKET_SEND_BUFFER="4096",
+        STREAMER_CLIENT_MAX_QUEUE_BYTES="65536",
+        STREAMER_CLIENT_STALL_TIMEOUT="1s",
+    )
+    readers = [EventSource([streamer.url], STREAMS[i % 2]) for i in range(clients - stalled)]
+    async with following(*readers):
+        for reader in readers:
+            await reader.wait_for(lambda e: e.event == "points", what="live points")
+        before = await _measure(readers, events_each)
+        rss_before = streamer.rss_kib()
+        stalls = [await _stall(streamer) for _ in range(stalled)]
+        try:
+            with_stalls = await _measure(readers, events_each)
+            rss_during = streamer.rss_kib()
+
+            async def all_cut() -> bool:
+                slow = await streamer.metric("pulsestream_streamer_sse_client_drops_total", {"reason": "slow_consumer"})
+                stuck = await streamer.metric("pulsestream_streamer_sse_client_drops_total", {"reason": "stalled"})
+                return slow + stuck >= stalled
+
+            await wait_until(all_cut, timeout=30, what=f"the {stalled} stalled clients to be cut off")
+
+            async def only_readers() -> bool:
+                return (await streamer.health())["connections"] == len(readers)
+
+            await wait_until(only_readers, timeout=30, what="the registry to hold only the readers")
+        finally:
+            for connection in stalls:
+                connection.close()
+        after = await _measure(readers, events_each)
+        assert all(not reader.failures for reader in readers), "readers were never cut off"
+    baseline = max(before, after)
+    print(f"p99 ms: before {before:.0f}, with stalls {with_stalls:.0f}, after {after:.0f}")
+    assert with_stalls <= max(2 * baseline, baseline + 100), (
+        f"p99 {with_stalls:.0f} ms with stalled clients vs {before:.0f}/{after:.0f} ms without"
+    )
+    growth_mib = (rss_during - rss_before) / 1024
+    assert growth_mib < 32, f"RSS grew {growth_mib:.1f} MiB while {stalled} clients stalled"
+
+
+async def test_stalled_clients_are_cut_off_and_do_not_slow_the_others(fleet: Fleet) -> None:
+    await _stalled_among(fleet, clients=100, stalled=10, events_each=30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_soak_a_hundred_stalled_among_a_thousand_do_not_slow_the_others(fleet: Fleet) -> None:
+    await _stalled_among(fleet, clients=1000, stalled=100, events_each=200)
