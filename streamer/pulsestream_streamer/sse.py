@@ -148,9 +148,9 @@ def _disconnect_probe(raw_send: Send, write_buffer: int) -> Callable[[], bool] |
     cycle: Any = getattr(raw_send, "__self__", None)
     if not isinstance(getattr(cycle, "disconnected", None), bool):
         return None
-    transport = getattr(cycle, "transport", None)
     # A peer gone before the response started has a closed transport, which uvloop refuses to configure.
-    if write_buffer and transport is not None and hasattr(transport, "set_write_buffer_limits"):
-        if not transport.is_closing():
-            transport.set_write_buffer_limits(high=write_buffer)
+    transport: Any = getattr(cycle, "transport", None)
+    settable = hasattr(transport, "set_write_buffer_limits") and not transport.is_closing()
+    if write_buffer and settable:
+        transport.set_write_buffer_limits(high=write_buffer)
     return lambda: bool(cycle.disconnected)
