@@ -40,11 +40,14 @@ ids are invalid and nothing is added to ``meta``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+import signal
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import FrameType
 from typing import Any, Protocol
 
 import orjson
 from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 __all__ = [
@@ -55,6 +58,7 @@ __all__ = [
     "Traced",
     "UpstreamTrace",
     "connection_span",
+    "exporting_until_exit",
     "points_meta",
     "refill_span",
     "trace_fields",
@@ -300,3 +304,38 @@ def refill_span(series: str, resolution: str, after: int, address: str) -> Itera
         },
     ) as span:
         yield span
+
+
+@contextlib.contextmanager
+def exporting_until_exit(
+    provider: TracerProvider | None, on_signal: Callable[[int, FrameType | None], None]
+) -> Iterator[None]:
+    """Run the server inside; afterwards flush and shut ``provider`` down, then end as the signal says.
+
+    uvicorn re-raises the SIGTERM/SIGINT that stopped it once it has shut
+    down, under the handlers that were there before it started; the default
+    ones end the process on the spot, so nothing after ``server.run()`` would
+    run and the spans still batched would be lost. While this is active those
+    signals go to ``on_signal`` (the server's own exit handler, for a signal
+    that lands before uvicorn installs its handlers) and are noted; after the
+    flush the original handlers are back and the noted signals are raised
+    again, so the process still ends the way uvicorn means it to.
+    """
+    if provider is None:
+        yield
+        return
+    caught: list[int] = []
+
+    def note(sig: int, frame: FrameType | None) -> None:
+        caught.append(sig)
+        on_signal(sig, frame)
+
+    originals = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        provider.shutdown()
+        for sig, handler in originals.items():
+            signal.signal(sig, handler)
+        for number in dict.fromkeys(caught):
+            signal.raise_signal(number)
