@@ -78,6 +78,8 @@ def parse_stream_request(
             window_ms = round(parse_seconds(window_text) * 1000)
         except ValueError as error:
             raise BadParameter("window", str(error)) from None
+        except OverflowError:  # hundreds of digits parse to an infinite float, which round() refuses
+            raise BadParameter("window", f"window must be at most {settings.max_window}") from None
         if window_ms > settings.max_window.millis:
             raise BadParameter("window", f"window must be at most {settings.max_window}")
 
