@@ -271,6 +271,7 @@ class Hub:
         self._flushed: asyncio.Future[None] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._started = asyncio.Event()
+        self._catalogue_at = 0.0
         self.apply(spec)
 
     # --- settings ---------------------------------------------------------------------------------
@@ -349,16 +350,21 @@ class Hub:
 
     async def _catalogue_loop(self) -> None:
         while True:
-            try:
-                self.catalogue = await self.upstream.list_series()
-            except UpstreamError as error:
-                logger.debug("catalogue refresh failed: %s", error)
+            await self.refresh_catalogue(max_age=0)
             await asyncio.sleep(30 if self.catalogue.known else 2)
 
-    async def refresh_catalogue(self) -> Catalogue:
-        """Ask the generator now (``/v1/series``); keep the last known catalogue if it cannot answer."""
+    async def refresh_catalogue(self, max_age: float = 2.0) -> Catalogue:
+        """The catalogue for ``/v1/series``: asked anew when older than ``max_age`` seconds.
+
+        Page loads stay fresh without every request costing an upstream call; when the
+        generator cannot answer, the last known catalogue is kept.
+        """
+        now = asyncio.get_running_loop().time()
+        if self.catalogue.known and now - self._catalogue_at < max_age:
+            return self.catalogue
         try:
             self.catalogue = await self.upstream.list_series()
+            self._catalogue_at = now
         except UpstreamError as error:
             logger.debug("catalogue refresh failed: %s", error)
         return self.catalogue

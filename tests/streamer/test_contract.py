@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pulsestream_streamer import cursor as cursors
-from streamer_harness import FREQUENCY_MS, Streamer, assert_contiguous, seqs_by_series, sse
+from streamer_harness import FREQUENCY_MS, Generator, Streamer, assert_contiguous, run_streamer, seqs_by_series, sse
 
 
 async def test_stream_sends_headers_retry_then_snapshot_then_points_with_ids(streamer: Streamer) -> None:
@@ -174,3 +175,18 @@ async def test_root_serves_the_dashboard_page(streamer: Streamer) -> None:
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "/static/" in page.text
+
+
+async def test_an_idle_stream_gets_heartbeat_comments(generator: Generator) -> None:
+    # 1m buckets: nothing to send for a while, so heartbeats (1s here) keep the connection alive.
+    async with (
+        run_streamer(generator.address, heartbeat_interval="1s", sweep_interval="100ms") as streamer,
+        sse(streamer.url + "/v1/stream?series=cpu&resolution=1m&window=0ms") as reader,
+    ):
+        await reader.next()
+        deadline = time.monotonic() + 2.5
+        with contextlib.suppress(TimeoutError):
+            while True:  # a minute bucket may close meanwhile: that event is fine, we look at comments
+                await reader.next(timeout=max(0.01, deadline - time.monotonic()))
+    assert reader.comments, "no heartbeat while idle"
+    assert all(comment.startswith(b":") for comment in reader.comments)
