@@ -36,6 +36,14 @@ MAX_SERIES = 64
 FUTURE_TOLERANCE_MS = 60_000
 
 
+def _shown(names: Collection[str], most: int = 5, length: int = 40) -> str:
+    """Names quoted in an error, cut short: the message travels in a gRPC trailer, which clients cap at 8 KiB
+    (a longer one reaches them as RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT)."""
+    quoted = [repr(name if len(name) <= length else name[:length] + "...") for name in list(names)[:most]]
+    more = len(names) - most
+    return ", ".join(quoted) + (f" and {more} more" if more > 0 else "")
+
+
 class InvalidArgument(ValueError):
     """A request field is wrong; ``str()`` names the field and says what is allowed."""
 
@@ -76,15 +84,15 @@ def parse(
         raise InvalidArgument(f"series: at most {MAX_SERIES} series per stream, got {len(names)}")
     if len(set(names)) != len(names):
         dupes = sorted({name for name in names if names.count(name) > 1})
-        raise InvalidArgument(f"series: names must be unique; repeated: {', '.join(dupes)}")
+        raise InvalidArgument(f"series: names must be unique; repeated: {_shown(dupes)}")
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise InvalidArgument(
-            f"series: unknown series {', '.join(repr(n) for n in unknown)}; known: {', '.join(sorted(known))}"
-        )
+        raise InvalidArgument(f"series: unknown series {_shown(unknown)}; known: {', '.join(sorted(known))}")
     resolution = request.resolution or "raw"
     if resolution not in RESOLUTIONS:
-        raise InvalidArgument(f"resolution: unknown resolution {resolution!r}; use one of {', '.join(RESOLUTIONS)}")
+        raise InvalidArgument(
+            f"resolution: unknown resolution {_shown([resolution])}; use one of {', '.join(RESOLUTIONS)}"
+        )
     width = round(RESOLUTIONS[resolution] * 1000)
     newest = history.newest or now
     start = request.WhichOneof("start")
