@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadclient import raise_open_files_limit
-from bench.report import render
+from bench.report import render, render_markdown
 from bench.runner import TARGETS, Scenario, run_scenario
 
 
@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--idle", type=int, default=0, metavar="N", help="only the idle-connection memory run")
     parser.add_argument("--smoke", action="store_true", help="3 clients, 2 s: proves the harness works")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown ('-' = stdout)")
     parser.add_argument("--logs", metavar="DIR", help="keep the services' logs in DIR")
     parser.add_argument("--profile", metavar="DIR", help="sample each target with py-spy while measuring")
     return parser
@@ -114,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
             profile_dir.mkdir(parents=True, exist_ok=True)
         results.append(run_scenario(scenario, targets, logs, profile_dir))
         print(render(results[-1:]), file=out, flush=True)
+    if args.markdown:
+        table = render_markdown(results)
+        if args.markdown == "-":
+            print(table, file=out)
+        else:
+            Path(args.markdown).write_text(table + "\n")
     if args.json:
         document = {"machine": info, "command": sys.argv, "scenarios": results}
         text = json.dumps(document, indent=2, default=str)

@@ -71,3 +71,21 @@ def render(scenarios: Sequence[dict[str, Any]]) -> str:
                 lines.append(f"{result['target']} profile ({profile['file']}), busiest functions by self time:")
                 lines.extend(f"  {share:5.1f}%  {name}" for name, share in profile["self"][:10])
     return "\n".join(lines).lstrip("\n")
+
+
+def render_markdown(scenarios: Sequence[dict[str, Any]]) -> str:
+    """The same numbers as :func:`render`, as one Markdown table (what the README's Performance section shows)."""
+    header = ["scenario", *(title for title, _, _ in _COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for scenario in scenarios:
+        for result in scenario["results"]:
+            cells = [scenario["label"], *(_cell(fmt, result.get(key)) for _, key, fmt in _COLUMNS)]
+            lines.append("| " + " | ".join(cells) + " |")
+        ratio = scenario.get("ratios")
+        if ratio:
+            shown = {key: f"{value:.3g}" for key, value in ratio.items() if value is not None}
+            cells = [scenario["label"], "**ratio**", ""]
+            for _, key, _ in _COLUMNS[2:]:
+                cells.append(f"**{shown[key]}**" if key in shown else "")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -69,6 +69,11 @@ class Scenario:
         return f"idle{self.clients}" if self.idle else f"n{self.clients}-r{1000 // self.period_ms}-{self.resolution}"
 
     @property
+    def label(self) -> str:
+        """A short name for tables, e.g. ``1000 x 100/s`` or ``10000 idle``."""
+        return f"{self.clients} idle" if self.idle else f"{self.clients} x {1000 // self.period_ms}/s"
+
+    @property
     def title(self) -> str:
         kind = "idle connections" if self.idle else f"{self.clients} clients x {1000 / self.period_ms:g} points/s"
         return (
@@ -323,6 +328,7 @@ def run_scenario(
         both = "pulsestream" in by_target and "reference" in by_target
         return {
             "title": scenario.title,
+            "label": scenario.label,
             "scenario": asdict(scenario),
             "results": results,
             "ratios": ratios(by_target["pulsestream"], by_target["reference"]) if both else None,
