@@ -233,8 +233,11 @@ class Feed:
         self.flushed = dict(self.positions)
         self.flushes += 1
         clients = self.clients
+        # The HTTP/1.1 chunk framing is the same for every client too: frame once, write many.
+        chunk = b"%x\r\n" % len(event) + event + b"\r\n"
+        now = asyncio.get_running_loop().time()
         for client in clients.values():
-            client.push(event)
+            client.deliver(event, chunk, now)
         count = len(clients)
         metrics.events_sent.labels("points").inc(count)
         metrics.bytes_sent.inc(len(event) * count)

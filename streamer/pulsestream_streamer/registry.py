@@ -27,6 +27,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from pulsestream_streamer.sse import error_frame
 
@@ -59,6 +60,7 @@ class Client:
     __slots__ = (
         "_abort",
         "_closing",
+        "_cycle",
         "_gone",
         "_queue",
         "_queued_bytes",
@@ -100,6 +102,7 @@ class Client:
         self._closing = False
         self._gone = False
         self._abort: Callable[[], None] | None = None
+        self._cycle: Any = None
 
     # --- producer side (hub, sweep) ---------------------------------------------------------------
 
@@ -118,6 +121,34 @@ class Client:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+    def deliver(self, event: bytes, chunk: bytes, now: float) -> None:
+        """Send a shared event: straight to the socket when the connection is idle, else queue it.
+
+        ``chunk`` is ``event`` in HTTP/1.1 chunked framing (built once per flush for all
+        clients). When nothing is queued, the writer is not mid-write, the transport is not
+        paused by flow control and the peer is still there, the chunk goes to the transport
+        at once: no task wake-up, no copy, one C call. Anything else takes the queue and the
+        writer, which keeps order, backpressure and slow-consumer handling exactly as before.
+        """
+        cycle = self._cycle
+        if (
+            cycle is not None
+            and not self._queue
+            and not self.blocked_since
+            and not self._closing
+            and not cycle.flow.write_paused
+            and not cycle.disconnected
+        ):
+            cycle.transport.write(chunk)
+            self.bytes_sent += len(event)
+            self.last_write = now
+            return
+        self.push(event)
+
+    def attach(self, cycle: Any) -> None:
+        """Allow :meth:`deliver` to write to this uvicorn connection directly (see ``sse.write_stream``)."""
+        self._cycle = cycle
 
     def prime(self, first: bytes) -> None:
         """Put the stream's first bytes (retry + snapshot) in front, outside the queue bounds."""

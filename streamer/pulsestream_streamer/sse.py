@@ -102,12 +102,15 @@ async def write_stream(client: Client, receive: Receive, send: Send, raw_send: S
     """
     loop = asyncio.get_running_loop()
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    probe = _disconnect_probe(raw_send, client.limits.write_buffer)
+    cycle = _server_connection(raw_send, client.limits.write_buffer)
+    probe: Callable[[], bool] | None = None
     watcher = None
-    if probe is None:
+    if cycle is None:
         watcher = asyncio.ensure_future(_watch_disconnect(receive, client))
     else:
-        client.probe = probe
+        probe = client.probe = lambda: bool(cycle.disconnected)
+        if cycle.chunked_encoding is True and _is_get(cycle):
+            client.attach(cycle)
     try:
         while True:
             body = await client.next_body()
@@ -133,12 +136,20 @@ async def write_stream(client: Client, receive: Receive, send: Send, raw_send: S
                     raise
 
 
-def _disconnect_probe(raw_send: Send, write_buffer: int) -> Callable[[], bool] | None:
-    """A cheap "has the peer gone?" check when the server exposes one (uvicorn's ``disconnected``).
+def _is_get(cycle: Any) -> bool:
+    scope = getattr(cycle, "scope", None)
+    return isinstance(scope, dict) and scope.get("method") == "GET"
+
+
+def _server_connection(raw_send: Send, write_buffer: int) -> Any:
+    """uvicorn's connection state behind ``raw_send``, when it has what the fast paths use; else None.
 
     With it, a connection needs no second task waiting on ``receive()`` (about 2 KB per idle
-    connection): the writer checks after each write, and the registry sweep checks idle
-    connections every ``sweep_interval``. Without it, :func:`_watch_disconnect` runs.
+    connection): its ``disconnected`` flag is checked after each write and by the registry
+    sweep every ``sweep_interval``. Flushes may write pre-framed chunks straight to its
+    transport (:meth:`Client.deliver`) while its flow control says the socket is writable.
+    Without it (another server), :func:`_watch_disconnect` runs and every event goes through
+    the writer.
 
     It also lowers the connection's transport buffer to ``write_buffer`` bytes (asyncio's
     default is 64 KiB): past it the server's ``send`` waits, so a peer that stopped reading
@@ -148,9 +159,15 @@ def _disconnect_probe(raw_send: Send, write_buffer: int) -> Callable[[], bool] |
     cycle: Any = getattr(raw_send, "__self__", None)
     if not isinstance(getattr(cycle, "disconnected", None), bool):
         return None
+    transport = getattr(cycle, "transport", None)
+    flow = getattr(cycle, "flow", None)
+    if (
+        transport is None
+        or not hasattr(transport, "write")
+        or not isinstance(getattr(flow, "write_paused", None), bool)
+    ):
+        return None
     # A peer gone before the response started has a closed transport, which uvloop refuses to configure.
-    transport: Any = getattr(cycle, "transport", None)
-    settable = hasattr(transport, "set_write_buffer_limits") and not transport.is_closing()
-    if write_buffer and settable:
+    if write_buffer and hasattr(transport, "set_write_buffer_limits") and not transport.is_closing():
         transport.set_write_buffer_limits(high=write_buffer)
-    return lambda: bool(cycle.disconnected)
+    return cycle
