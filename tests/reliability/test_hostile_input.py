@@ -297,10 +297,12 @@ def _serving(channel: grpc.Channel) -> bool:
 def test_fuzzed_subscribe_requests_get_invalid_argument_or_a_stream(
     channel: grpc.Channel, request: timeseries_pb2.SubscribeRequest
 ) -> None:
-    call = timeseries_pb2_grpc.TimeSeriesServiceStub(channel).Subscribe(request, timeout=5)
+    call = timeseries_pb2_grpc.TimeSeriesServiceStub(channel).Subscribe(request, timeout=3)
     try:
         first = next(call)
     except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and request.resolution in ("1s", "5s", "1m"):
+            return  # a valid live bucket stream: its first bucket closes up to a minute from now
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (request, error.code(), error.details())
         assert error.details(), "the message says what is wrong"
     else:
