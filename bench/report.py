@@ -58,6 +58,13 @@ def render(scenarios: Sequence[dict[str, Any]]) -> str:
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         for row in rows:
             lines.append("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+        if scenario.get("scenario", {}).get("idle"):
+            held = ", ".join(
+                f"{r['target']} {r['heartbeats_per_connection']:.1f}"
+                for r in scenario["results"]
+                if r.get("heartbeats_per_connection") is not None
+            )
+            lines.append(f"heartbeats received per idle connection: {held}")
         ratio = scenario.get("ratios")
         if ratio:
             shown = ", ".join(f"{key} {value:.3g}" for key, value in ratio.items() if value is not None)

@@ -75,7 +75,8 @@ class Scenario:
 
     @property
     def title(self) -> str:
-        kind = "idle connections" if self.idle else f"{self.clients} clients x {1000 / self.period_ms:g} points/s"
+        rate = f"{1000 / self.period_ms:g} points/s"
+        kind = f"{self.clients} idle connections" if self.idle else f"{self.clients} clients x {rate}"
         return (
             f"{kind}, series {','.join(self.series)}, resolution {self.resolution}, "
             f"flush {self.flush_interval}, {self.duration:g}s measured"
