@@ -49,6 +49,10 @@ __all__ = ["Feed", "Hub", "StreamRequest", "Topic"]
 logger = logging.getLogger(__name__)
 
 
+#: Snapshot windows start on multiples of this, so clients joining together share one encoding.
+SNAPSHOT_QUANTUM_MS = 250
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -163,6 +167,8 @@ class Topic:
             extra={"series": self.series, "after": self.sequencer.last, "reason": message},
         )
         self.ring.clear()
+        for feed in self.feeds:
+            feed.snapshots.clear()
         self.sequencer = Sequencer()
         frame = sse.error_frame(
             "data_gap",
@@ -204,6 +210,8 @@ class Feed:
         # flushed: the newest point its clients have been sent (where a joining client's snapshot ends).
         self.positions: dict[str, int] = {topic.series: topic.ring.last_seq for topic in topics}
         self.flushed: dict[str, int] = dict(self.positions)
+        #: Snapshots encoded since the last flush (see :meth:`Hub._snapshot`).
+        self.snapshots: dict[tuple[object, ...], bytes] = {}
         self.meta = tracing.points_meta(shape.points_meta(fmt, resolution), topics)  # + upstream trace id
         self.flushes = 0
         self.dirty = False
@@ -213,6 +221,7 @@ class Feed:
         """New points of one topic. With no client yet they are simply part of the next snapshot."""
         if not self.clients:
             self.positions[series] = self.flushed[series] = last_seq
+            self.snapshots.clear()
             return
         if not self.pending:
             self.oldest_t = oldest_t
@@ -231,6 +240,7 @@ class Feed:
         event = sse.frame("points", body, cursors.encode(self.resolution, self.positions))
         self.pending = []
         self.flushed = dict(self.positions)
+        self.snapshots.clear()
         self.flushes += 1
         clients = self.clients
         # The HTTP/1.1 chunk framing is the same for every client too: frame once, write many.
@@ -469,6 +479,7 @@ class Hub:
                 # Nobody got the pending points: they belong to the next joiner's snapshot instead.
                 feed.pending = []
                 feed.flushed = dict(feed.positions)
+                feed.snapshots.clear()
             self._release(feed)
 
     async def _wait_ready(self, topics: Sequence[Topic]) -> None:
@@ -538,13 +549,35 @@ class Hub:
             if not collected or collected[-1].seq != floor:
                 return False
             topic.ring.prepend(collected)
+            for feed in topic.feeds:
+                feed.snapshots.clear()
             logger.debug("ring refilled", extra={"series": topic.series, "after": after, "points": len(collected)})
             return topic.ring.covers(after)
 
     def _snapshot(self, feed: Feed, request: StreamRequest, *, resumed: bool) -> bytes:
-        """Synchronous: the points up to the feed's flushed position, as one ``snapshot`` event."""
+        """Synchronous: the points up to the feed's flushed position, as one ``snapshot`` event.
+
+        Snapshots are cached per feed until its next flush, keyed by what they contain, so a
+        reconnect storm (every browser of a drained pod arriving here with the same cursor, or
+        a page opened by many at once) encodes each distinct snapshot once, not once per
+        client. The window start is rounded down to :data:`SNAPSHOT_QUANTUM_MS` for that.
+        """
         now_ms = _now_ms()
         since = now_ms - request.window_ms
+        since -= since % SNAPSHOT_QUANTUM_MS
+        reset = (request.cursor is not None or request.cursor_error is not None) and not resumed
+        cursor_key = tuple(sorted(request.cursor.positions.items())) if (resumed and request.cursor) else ()
+        key = (since, request.window_ms, reset, cursor_key, id(self.catalogue))
+        cached = feed.snapshots.get(key)
+        if cached is not None:
+            return cached
+        if len(feed.snapshots) >= 16:
+            feed.snapshots.clear()
+        feed.snapshots[key] = first = self._encode_snapshot(feed, request, since, reset=reset, resumed=resumed)
+        return first
+
+    def _encode_snapshot(self, feed: Feed, request: StreamRequest, since: int, *, reset: bool, resumed: bool) -> bytes:
+        now_ms = since + request.window_ms
         fragments = []
         for topic in feed.topics:
             upto = feed.flushed[topic.series]
@@ -554,7 +587,6 @@ class Hub:
         infos = [self.catalogue.info(name) for name in request.series]
         meta = shape.snapshot_meta(request.fmt, request.resolution, infos, request.window_ms, now_ms)
         meta |= tracing.trace_fields(feed.topics)
-        reset = (request.cursor is not None or request.cursor_error is not None) and not resumed
         body = shape.snapshot_body(request.fmt, request.resolution, fragments, meta, reset=reset, resumed=resumed)
         event_id = cursors.encode(request.resolution, feed.flushed)
         return sse.retry_frame(self.settings.sse_retry.millis) + sse.frame("snapshot", body, event_id)

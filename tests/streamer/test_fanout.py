@@ -102,3 +102,18 @@ async def test_a_stalled_client_is_dropped_without_delaying_others_and_its_memor
                 await wait_until(lambda: len(registry) == 1, what="the stalled client to be gone")
         finally:
             stalled.close()
+
+
+async def test_clients_joining_together_share_one_encoded_snapshot(streamer: Streamer) -> None:
+    from pulsestream_streamer.hub import StreamRequest
+
+    async with sse(streamer.url + "/v1/stream?series=cpu,memory&window=30s") as reader:
+        await reader.next()
+        hub = streamer.state.hub
+        feed = next(iter(hub.feeds.values()))
+        request = StreamRequest(series=("cpu", "memory"), resolution="raw", window_ms=30_000, fmt="d3")
+        first = hub._snapshot(feed, request, resumed=False)
+        again = hub._snapshot(feed, request, resumed=False)
+        assert again is first, "encoded once until the next flush (no await in between)"
+        other_window = hub._snapshot(feed, StreamRequest(("cpu", "memory"), "raw", 10_000, "d3"), resumed=False)
+        assert other_window != first
