@@ -200,7 +200,10 @@ def measure_target(
         service.wait_until(http_healthy(port), 60, "healthy")
         # One short stream first, so lazy start-up work (imports, the first upstream subscription
         # and its history) lands in the baseline rather than in the per-connection memory.
-        _prime(port, scenario.path(), seconds=1.0)
+        try:
+            _prime(port, scenario.path(), seconds=1.0)
+        except OSError as error:
+            raise ServiceError(f"{target} refused the priming stream: {error}\n{service.log_tail()}") from error
         time.sleep(0.5)
         rss_base = rss_bytes(service.pid)
         plan = LoadPlan(
