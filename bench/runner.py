@@ -160,8 +160,12 @@ def _target_service(
 
 
 def _prime(port: int, path: str, seconds: float) -> None:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    """Hold one stream open for ``seconds``; raise OSError unless it answers 200."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
+        status = sock.recv(65536).split(b"\r\n", 1)[0]
+        if status.split(b" ")[1:2] != [b"200"]:
+            raise ConnectionRefusedError(f"answered {status.decode(errors='replace')!r}")
         deadline = time.monotonic() + seconds
         with contextlib.suppress(TimeoutError):
             while (left := deadline - time.monotonic()) > 0:
@@ -252,6 +256,8 @@ def measure_target(
                     row["profile"] = {"file": str(profile_path), **profiling.summarise(profile_path.read_text())}
             tally = load.collect(timeout=30 + scenario.clients / 200)
     row.update(_numbers(scenario, tally, cpu1 - cpu0, rss_end - rss_base, rss_base))
+    if tally.refused or tally.closed_early:
+        row["errors"].append(f"end of the {target} log:\n{service.log_tail(12)}")
     row["generator_cores"] = round((gen_cpu1 - gen_cpu0) / scenario.duration, 3)
     row["load_client_cores"] = round((load_cpu1 - load_cpu0) / scenario.duration, 3)
     return row
