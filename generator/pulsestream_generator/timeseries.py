@@ -80,7 +80,8 @@ class TimeSeriesServicer(timeseries_pb2_grpc.TimeSeriesServiceServicer):
         peer = context.peer()
         with tracing.subscribe_span(request, context, peer) as span:
             if self.gate.closed:
-                logger.debug("stream refused: draining", extra={"peer": peer})
+                with tracing.current(span):
+                    logger.debug("stream refused: draining", extra={"peer": peer})
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "server draining, reconnect")
             try:
                 query = parse(
@@ -91,19 +92,21 @@ class TimeSeriesServicer(timeseries_pb2_grpc.TimeSeriesServiceServicer):
                     now=now_ms(),
                 )
             except InvalidArgument as error:
-                logger.debug("stream rejected: %s", error, extra={"peer": peer})
+                with tracing.current(span):
+                    logger.debug("stream rejected: %s", error, extra={"peer": peer})
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             start = request.WhichOneof("start") or "live"
-            logger.debug(
-                "stream opened",
-                extra={
-                    "peer": peer,
-                    "series": ",".join(query.series),
-                    "resolution": query.resolution,
-                    "start": start,
-                    "after": query.after,
-                },
-            )
+            with tracing.current(span):
+                logger.debug(
+                    "stream opened",
+                    extra={
+                        "peer": peer,
+                        "series": ",".join(query.series),
+                        "resolution": query.resolution,
+                        "start": start,
+                        "after": query.after,
+                    },
+                )
             self.metrics.stream_starts.labels("Subscribe").inc()
             gauge = self.metrics.subscribers.labels(query.resolution)
             sent = 0
@@ -130,14 +133,16 @@ class TimeSeriesServicer(timeseries_pb2_grpc.TimeSeriesServiceServicer):
                 failure = ended
             except Exception:
                 reason = "error"
-                logger.exception("stream failed", extra={"peer": peer, "points_sent": sent})
+                with tracing.current(span):
+                    logger.exception("stream failed", extra={"peer": peer, "points_sent": sent})
                 raise
             finally:
                 self.metrics.stream_ends.labels("Subscribe", reason).inc()
                 span.set_attributes({"pulsestream.points_sent": sent, "pulsestream.end_reason": reason})
-                logger.debug(
-                    "stream closed",
-                    extra={"peer": peer, "reason": reason, "points_sent": sent, "series": ",".join(query.series)},
-                )
+                with tracing.current(span):
+                    logger.debug(
+                        "stream closed",
+                        extra={"peer": peer, "reason": reason, "points_sent": sent, "series": ",".join(query.series)},
+                    )
             if failure is not None:
                 await context.abort(_STATUS[failure.reason], str(failure))

@@ -9,10 +9,15 @@ Health checks, reflection and ``RandomService`` are not traced.
 
 The span continues the trace the caller sent in its gRPC metadata (W3C
 ``traceparent``, see :func:`pulsestream.telemetry.extract_context`): a
-streamer's upstream CLIENT span is its parent. It is the current span while
-the stream runs, so log lines of the stream carry its ``trace_id`` and
-``span_id``. With tracing off the API's no-op tracer is used and every call
-here is a cheap no-op.
+streamer's upstream CLIENT span is its parent. The span is NOT attached as
+the current context for the stream's whole life: the handler is an async
+generator that gRPC may close from another context (a cancelled call), and
+a context attached before a ``yield`` then cannot be detached. Instead the
+handler makes the span current around its log calls (:func:`current`), so
+the stream's log lines still carry its ``trace_id`` and ``span_id``.
+
+With tracing off the API's no-op tracer is used and every call here is a
+cheap no-op.
 
 Status follows the OpenTelemetry RPC conventions for servers: the span is an
 error only for the codes that mean a server-side fault (UNKNOWN,
@@ -35,7 +40,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pulsestream.telemetry import extract_context
 from pulsestream.v1 import timeseries_pb2
 
-__all__ = ["SUBSCRIBE_SPAN", "peer_attributes", "subscribe_span"]
+__all__ = ["SUBSCRIBE_SPAN", "current", "peer_attributes", "subscribe_span"]
 
 _SERVICE = timeseries_pb2.DESCRIPTOR.services_by_name["TimeSeriesService"].full_name
 #: The span's name: the full gRPC method, as the RPC semantic conventions name RPC spans.
@@ -101,29 +106,28 @@ def subscribe_span(
     if request.WhichOneof("start") == "after_sequence":
         attributes["pulsestream.after_sequence"] = int(request.after_sequence)
     parent = extract_context(context.invocation_metadata())
-    with _tracer.start_as_current_span(
-        SUBSCRIBE_SPAN,
-        context=parent,
-        kind=SpanKind.SERVER,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        code = grpc.StatusCode.OK
-        try:
-            yield span
-        except (asyncio.CancelledError, GeneratorExit):
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except grpc.aio.AbortError:
-            code = _status_code(context) or grpc.StatusCode.UNKNOWN
-            raise
-        except BaseException as error:
-            code = grpc.StatusCode.UNKNOWN
-            span.record_exception(error)
-            raise
-        finally:
-            span.set_attribute("rpc.grpc.status_code", code.value[0])
-            if code in _SERVER_ERRORS:
-                details = context.details() if code is not grpc.StatusCode.UNKNOWN else None
-                span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details}" if details else code.name))
+    span = _tracer.start_span(SUBSCRIBE_SPAN, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    code = grpc.StatusCode.OK
+    try:
+        yield span
+    except (asyncio.CancelledError, GeneratorExit):
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except grpc.aio.AbortError:
+        code = _status_code(context) or grpc.StatusCode.UNKNOWN
+        raise
+    except BaseException as error:
+        code = grpc.StatusCode.UNKNOWN
+        span.record_exception(error)
+        raise
+    finally:
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code in _SERVER_ERRORS:
+            details = context.details() if code is not grpc.StatusCode.UNKNOWN else None
+            span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details}" if details else code.name))
+        span.end()
+
+
+def current(span: Span) -> contextlib.AbstractContextManager[Span]:
+    """Make ``span`` current for a synchronous block (e.g. a log call), detaching in the same context."""
+    return trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import restricted
 import yaml
-from conftest import ROOT, run, tool
+from deploy_support import ROOT, run, tool
 
 from pulsestream.durations import Duration
 from pulsestream.spec import load_spec

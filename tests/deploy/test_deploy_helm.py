@@ -24,7 +24,7 @@ import kmock as kmocklib
 import pytest
 import restricted
 import yaml
-from conftest import CHART, CRD_NAME, K8S, ROOT, missing_tool
+from deploy_support import CHART, CRD_NAME, K8S, ROOT, missing_tool
 
 from pulsestream.spec import parse_spec
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import restricted
 import yaml
-from conftest import ROOT, SERVICES, run, tool
+from deploy_support import ROOT, SERVICES, run, tool
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 EXPECTED_PORTS = {"generator": {50051, 9464}, "streamer": {8080}, "operator": {8081}}

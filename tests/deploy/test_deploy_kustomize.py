@@ -7,7 +7,7 @@ from typing import Any
 import jsonschema
 import restricted
 import yaml
-from conftest import K8S, load_all
+from deploy_support import K8S, load_all
 from pulsestream_operator.settings import OperatorSettings
 
 from pulsestream.spec import parse_spec

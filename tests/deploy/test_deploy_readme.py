@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import yaml
-from conftest import CHART, ROOT
+from deploy_support import CHART, ROOT
 
 README = (ROOT / "README.md").read_text()
 SECTIONS = (

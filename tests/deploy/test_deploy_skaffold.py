@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import CHART, K8S, ROOT, SERVICES, run, tool
+from deploy_support import CHART, K8S, ROOT, SERVICES, run, tool
 
 SCHEMA = Path(__file__).parent / "schemas" / "skaffold-v4beta13.json"
 SKAFFOLD = ROOT / "skaffold.yaml"

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
+from generator_streams import StartGenerator
 from pulsestream_generator.server import GeneratorApp
 from pulsestream_generator.settings import GeneratorSettings
 
 from pulsestream.v1 import timeseries_pb2_grpc
-
-StartGenerator = Callable[..., Awaitable[GeneratorApp]]
 
 
 def settings(**overrides: Any) -> GeneratorSettings:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from pulsestream_generator.server import GeneratorApp
 
 from pulsestream.v1 import timeseries_pb2
+
+#: The ``start_generator`` fixture: start a generator app with settings overrides.
+StartGenerator = Callable[..., Awaitable[GeneratorApp]]
 
 
 def now_ms() -> int:

@@ -8,8 +8,7 @@ import time
 
 import grpc
 import pytest
-from conftest import StartGenerator
-from generator_streams import assert_continuous, now_ms, points_by_series
+from generator_streams import StartGenerator, assert_continuous, now_ms, points_by_series
 from pulsestream_generator.server import GeneratorApp
 
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc

@@ -16,8 +16,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from conftest import StartGenerator
-from generator_streams import read_messages
+from generator_streams import StartGenerator, read_messages
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pulsestream_generator.server import GeneratorApp
 from pulsestream_generator.settings import GeneratorSettings

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import StartGenerator
-from generator_streams import assert_continuous, now_ms, points_by_series, read_messages, read_until
+from generator_streams import StartGenerator, assert_continuous, now_ms, points_by_series, read_messages, read_until
 
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 

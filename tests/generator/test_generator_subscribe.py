@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from conftest import StartGenerator
 from generator_streams import (
+    StartGenerator,
     assert_continuous,
     now_ms,
     points_by_series,
@@ -192,25 +192,26 @@ async def test_list_series_reports_catalogue_clock_and_resolutions(
     assert list(response.resolutions) == ["raw", "1s", "5s", "1m"]
 
 
-def _invalid_requests() -> list[tuple[str, Request, str]]:
-    now = now_ms()
-    return [
-        ("no series", Request(), "series"),
-        ("unknown series", Request(series=["cpu", "nope"]), "series"),
-        ("duplicate series", Request(series=["cpu", "cpu"]), "series"),
-        ("too many series", Request(series=[f"s{i}" for i in range(65)]), "series"),
-        ("unknown resolution", Request(series=["cpu"], resolution="2s"), "resolution"),
-        ("start in the future", Request(series=["cpu"], start_time=ts(now + 60_000)), "start_time"),
-        ("start before retention", Request(series=["cpu"], start_time=ts(now - 31_000)), "start_time"),
-        ("resume before history", Request(series=["cpu"], after_sequence=now - 3_600_000), "after_sequence"),
-        ("resume in the future", Request(series=["cpu"], after_sequence=now + 3_600_000), "after_sequence"),
-    ]
+def _invalid_requests(now: int) -> dict[str, tuple[Request, str]]:
+    """Bad requests by case name; ``now`` is read when the test runs, not when pytest collects it."""
+    return {
+        "no series": (Request(), "series"),
+        "unknown series": (Request(series=["cpu", "nope"]), "series"),
+        "duplicate series": (Request(series=["cpu", "cpu"]), "series"),
+        "too many series": (Request(series=[f"s{i}" for i in range(65)]), "series"),
+        "unknown resolution": (Request(series=["cpu"], resolution="2s"), "resolution"),
+        "start in the future": (Request(series=["cpu"], start_time=ts(now + 60_000)), "start_time"),
+        "start before retention": (Request(series=["cpu"], start_time=ts(now - 31_000)), "start_time"),
+        "resume before history": (Request(series=["cpu"], after_sequence=now - 3_600_000), "after_sequence"),
+        "resume in the future": (Request(series=["cpu"], after_sequence=now + 3_600_000), "after_sequence"),
+    }
 
 
-@pytest.mark.parametrize(("case", "request_", "field"), _invalid_requests(), ids=[c[0] for c in _invalid_requests()])
+@pytest.mark.parametrize("case", list(_invalid_requests(now_ms())))
 async def test_bad_subscribe_requests_get_invalid_argument_naming_the_field(
-    stub: timeseries_pb2_grpc.TimeSeriesServiceStub, case: str, request_: Request, field: str
+    stub: timeseries_pb2_grpc.TimeSeriesServiceStub, case: str
 ) -> None:
+    request_, field = _invalid_requests(now_ms())[case]
     call = stub.Subscribe(request_)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call.read()
