@@ -90,6 +90,7 @@ async def test_a_frozen_replica_is_found_by_keepalive_and_the_streamer_moves_to_
             await client.wait_past(last + 1000)
         finally:
             one.resume()
+    print(f"frozen generator noticed after {detected:.2f}s")
     assert detected < 1.0 + 1.0 + 3.0, f"took {detected:.1f}s to notice (keepalive 1s + timeout 1s)"
     assert (await streamer.health())["upstream"]["address"] == two.address
     assert_continuous(client, {"cpu", "memory"})

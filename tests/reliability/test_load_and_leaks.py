@@ -128,6 +128,7 @@ async def _churn(fleet: Fleet, connections: int, *, waves: int = 0, seconds: flo
     await wait_until(back_to_baseline, timeout=15, what=f"fds/threads back to {baseline} (now {_usage(streamer)})")
     after = _usage(streamer)
     growth_mib = (after.rss_kib - baseline.rss_kib) / 1024
+    print(f"{done} waves of {connections}: baseline {baseline}, after {after}")
     # A leak of even 4 KiB per connection would be connections * waves * 4 KiB; allow 16 MiB of allocator noise.
     assert growth_mib < 16, f"RSS grew {growth_mib:.1f} MiB over {done} waves of {connections} (baseline {baseline})"
     assert await streamer.metric("pulsestream_streamer_sse_connections") == 0
@@ -149,12 +150,22 @@ async def test_soak_a_thousand_connections_opened_and_closed_for_minutes_leak_no
 # --- stalled clients ------------------------------------------------------------------------------
 
 
-def _p99(values: list[int]) -> float:
+@dataclass
+class Latency:
+    p50: float
+    p99: float
+
+    def __str__(self) -> str:
+        return f"p50 {self.p50:.0f} ms, p99 {self.p99:.0f} ms"
+
+
+def _latency(values: list[int]) -> Latency:
     assert len(values) >= 50, f"too few samples ({len(values)})"
-    return statistics.quantiles(values, n=100)[98]
+    cuts = statistics.quantiles(values, n=100)
+    return Latency(cuts[49], cuts[98])
 
 
-async def _measure(readers: list[EventSource], events_each: int) -> float:
+async def _measure(readers: list[EventSource], events_each: int) -> Latency:
     """p99 latency (ms) of the readers' next points events, once each has received ``events_each``."""
     for reader in readers:
         reader.lags_ms.clear()
@@ -163,7 +174,7 @@ async def _measure(readers: list[EventSource], events_each: int) -> float:
         timeout=60,
         what=f"{events_each} points events at every reader",
     )
-    return _p99([lag for reader in readers for lag in reader.lags_ms])
+    return _latency([lag for reader in readers for lag in reader.lags_ms])
 
 
 async def _stall(streamer: Process) -> Connection:
@@ -203,7 +214,7 @@ async def _stalled_among(fleet: Fleet, clients: int, stalled: int, events_each: 
 
             # The whole life of the stalled clients: from their first byte until the streamer cut them off.
             await wait_until(all_cut, timeout=60, what=f"the {stalled} stalled clients to be cut off")
-            with_stalls = _p99([lag for reader in readers for lag in reader.lags_ms])
+            with_stalls = _latency([lag for reader in readers for lag in reader.lags_ms])
 
             async def only_readers() -> bool:
                 return (await streamer.health())["connections"] == len(readers)
@@ -214,17 +225,22 @@ async def _stalled_among(fleet: Fleet, clients: int, stalled: int, events_each: 
                 connection.close()
         after = await _measure(readers, events_each)
         assert all(not reader.failures for reader in readers), "readers were never cut off"
-    baseline = max(before, after)
-    print(f"p99 ms: before {before:.0f}, with stalls {with_stalls:.0f}, after {after:.0f}")
-    assert with_stalls <= max(2 * baseline, baseline + 100), (
-        f"p99 {with_stalls:.0f} ms with stalled clients vs {before:.0f}/{after:.0f} ms without"
-    )
+    print(f"latency before: {before}; with stalls: {with_stalls}; after: {after}")
+    # Noise on a shared 2-core machine: one scheduling hiccup of the streamer delays every reader at once, so
+    # a window's p99 is its worst hiccup (200-500 ms seen with no stall at all). A stalled client blocking
+    # the fan-out would cost the others at least the stall timeout (1 s) on every flush it blocks: the
+    # median moves with it, the p99 by far more than any hiccup.
+    p99 = max(before.p99, after.p99)
+    assert with_stalls.p99 <= max(2 * p99, p99 + 400), f"with stalls {with_stalls} vs {before} / {after}"
+    p50 = max(before.p50, after.p50)
+    assert with_stalls.p50 <= max(2 * p50, p50 + 50), f"with stalls {with_stalls} vs {before} / {after}"
     growth_mib = (rss_peak - rss_before) / 1024
+    print(f"RSS {rss_before} KiB before the stalls, peak {rss_peak} KiB")
     assert growth_mib < 32, f"RSS grew {growth_mib:.1f} MiB while {stalled} clients stalled"
 
 
 async def test_stalled_clients_are_cut_off_and_do_not_slow_the_others(fleet: Fleet) -> None:
-    await _stalled_among(fleet, clients=100, stalled=10, events_each=30, flush="50ms")
+    await _stalled_among(fleet, clients=100, stalled=10, events_each=60, flush="50ms")
 
 
 @pytest.mark.slow
