@@ -1,11 +1,11 @@
 """The bridge: shared upstream topics, feeds that encode once, and the flush that fans out.
 
-- A :class:`Topic` is one (series, resolution): ONE upstream ``Subscribe``
+- A :class:`~pulsestream_streamer.topic.Topic` is one (series, resolution): ONE upstream ``Subscribe``
   stream (:func:`upstream.follow`) however many browsers watch it, a
   :class:`~pulsestream_streamer.sequencing.Sequencer` and a
   :class:`~pulsestream_streamer.ring.Ring`. The first stream that needs it
   starts it; it stops ``hub_linger`` after the last one leaves.
-- A :class:`Feed` is what identical streams share: (series list, resolution,
+- A :class:`~pulsestream_streamer.feed.Feed` is what identical streams share: (series list, resolution,
   format). Each upstream batch is encoded once per format into a fragment
   (:func:`shape.fragment`) and handed to the feeds that want it; at each flush
   a feed joins its pending fragments into ONE ``points`` event with ONE cursor
@@ -28,21 +28,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pulsestream.spec import RESOLUTIONS, StreamSpec
+from pulsestream.spec import StreamSpec
 from pulsestream_streamer import cursor as cursors
 from pulsestream_streamer import shape, sse, tracing
 from pulsestream_streamer.catalogue import Catalogue
+from pulsestream_streamer.feed import Feed
 from pulsestream_streamer.metrics import StreamerMetrics
 from pulsestream_streamer.registry import Client, Registry
-from pulsestream_streamer.ring import Ring
 from pulsestream_streamer.samples import Sample
-from pulsestream_streamer.sequencing import Sequencer
 from pulsestream_streamer.settings import StreamerSettings
-from pulsestream_streamer.upstream import Start, Upstream, UpstreamError, follow, samples_of
+from pulsestream_streamer.topic import Topic, epoch_ms
+from pulsestream_streamer.upstream import Start, Upstream, UpstreamError, samples_of
 
 __all__ = ["Feed", "Hub", "StreamRequest", "Topic"]
 
@@ -51,10 +50,6 @@ logger = logging.getLogger(__name__)
 
 #: Snapshot windows start on multiples of this, so clients joining together share one encoding.
 SNAPSHOT_QUANTUM_MS = 250
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,196 +62,6 @@ class StreamRequest:
     fmt: shape.Format
     cursor: cursors.Cursor | None = None
     cursor_error: str | None = None
-
-
-class Topic:
-    """One (series, resolution): one upstream stream, its order and its history."""
-
-    def __init__(self, hub: Hub, series: str, resolution: str) -> None:
-        self.hub = hub
-        self.series = series
-        self.resolution = resolution
-        self.ring = Ring(hub.settings.ring_capacity)
-        self.sequencer = Sequencer()
-        self.feeds: set[Feed] = set()
-        self.ready = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-        self.linger: asyncio.TimerHandle | None = None
-        self.up = False
-        self.down: tuple[str, str] | None = None
-        now = _now_ms()
-        self.history_ms = hub.settings.max_window.millis
-        self.bucket_ms = bucket = round(RESOLUTIONS[resolution] * 1000)
-        # History counts as caught up once points this recent arrived (aggregates close a bucket late).
-        self.ready_mark = now - 2 * bucket - 2000
-        self.refill_lock = asyncio.Lock()
-        self.formats: set[shape.Format] = set()
-        # Started now, in the context of the connection that creates the topic (see tracing).
-        self.trace = tracing.UpstreamTrace(series, resolution, hub.upstream.address)
-
-    # --- TopicSink (called by upstream.follow) ----------------------------------------------------
-
-    def resume_point(self) -> Start:
-        if self.sequencer.last:
-            return Start(after=self.sequencer.last)
-        history = self.history_ms
-        retention = self.hub.catalogue.retention_ms
-        if retention:
-            # Stay clear of the retention edge: it moves while the request travels.
-            history = min(history, max(0, retention - 5000))
-        if history <= 0:
-            return Start()
-        return Start(time_ms=_now_ms() - history)
-
-    def deliver(self, samples: list[Sample]) -> bool:
-        accepted = self.sequencer.offer_many(samples) if samples else samples
-        metrics = self.hub.metrics
-        if accepted:
-            self.ring.append(accepted)
-            metrics.upstream_points.inc(len(accepted))
-            metrics.points_sent.inc(len(accepted) * sum(len(feed.clients) for feed in self.feeds))
-            last = accepted[-1]
-            encoded = {fmt: shape.fragment(fmt, self.series, accepted, self.resolution) for fmt in self.formats}
-            oldest = accepted[0].t + self.bucket_ms  # a bucket's points exist once it closes
-            for feed in self.feeds:
-                feed.add(self.series, encoded[feed.fmt], last.seq, oldest)
-            if not self.ready.is_set() and last.t >= self.ready_mark:
-                self.ready.set()
-        if self.sequencer.duplicates:
-            metrics.duplicates.inc(self.sequencer.duplicates)
-            self.sequencer.duplicates = 0
-        if self.sequencer.gap:
-            self.sequencer.clear_held()
-            return False
-        return True
-
-    def upstream_up(self) -> None:
-        if not self.up:
-            self.up = True
-            self.hub.metrics.upstream_streams.inc()
-            if self.down is not None:
-                logger.info("upstream recovered", extra={"series": self.series, "resolution": self.resolution})
-                self.trace.recovered()
-            self.down = None
-
-    def upstream_down(self, code: str, message: str) -> None:
-        if self.up:
-            self.up = False
-            self.hub.metrics.upstream_streams.dec()
-        if self.down is None:
-            self.down = (code, message)
-            self.trace.down(code, message)
-            frame = sse.error_frame(
-                "upstream_unavailable",
-                f"generator unavailable ({code}); retrying, points resume without gap",
-                series=[self.series],
-            )
-            for feed in self.feeds:
-                feed.broadcast(frame)
-        if not self.ready.is_set() and len(self.ring):
-            self.ready.set()
-
-    def start_lost(self, message: str) -> None:
-        if not self.sequencer.last:
-            # A window start the generator refused (less history than asked for): ask for less.
-            self.history_ms //= 2
-            logger.info("history start refused, asking for %d ms: %s", self.history_ms, message)
-            return
-        logger.warning(
-            "upstream no longer holds our resume point; restarting from the window",
-            extra={"series": self.series, "after": self.sequencer.last, "reason": message},
-        )
-        self.ring.clear()
-        for feed in self.feeds:
-            feed.snapshots.clear()
-        self.sequencer = Sequencer()
-        frame = sse.error_frame(
-            "data_gap",
-            "the generator lost points of this series; the chart continues after a hole",
-            series=[self.series],
-        )
-        for feed in self.feeds:
-            feed.broadcast(frame)
-
-    async def run(self) -> None:
-        """The topic's upstream stream, until cancelled."""
-        try:
-            with self.trace.active():
-                await follow(self.hub.upstream, self, on_reconnect=self._reconnecting)
-        finally:
-            if self.up:
-                self.up = False
-                self.hub.metrics.upstream_streams.dec()
-
-    def _reconnecting(self) -> None:
-        self.hub.metrics.upstream_reconnects.inc()
-        self.trace.reconnecting(self.hub.upstream.address, self.sequencer.last)
-
-
-class Feed:
-    """Clients that want the same (series, resolution, format): one event per flush, shared by all."""
-
-    def __init__(self, series: tuple[str, ...], resolution: str, fmt: shape.Format, topics: list[Topic]) -> None:
-        self.key = (series, resolution, fmt)
-        self.series = series
-        self.resolution = resolution
-        self.fmt: shape.Format = fmt
-        self.topics = topics
-        self.clients: dict[str, Client] = {}
-        self.joining = 0
-        self.pending: list[bytes] = []
-        self.oldest_t = 0
-        # positions: the newest point handed to this feed (the next event's cursor);
-        # flushed: the newest point its clients have been sent (where a joining client's snapshot ends).
-        self.positions: dict[str, int] = {topic.series: topic.ring.last_seq for topic in topics}
-        self.flushed: dict[str, int] = dict(self.positions)
-        #: Snapshots encoded since the last flush (see :meth:`Hub._snapshot`).
-        self.snapshots: dict[tuple[object, ...], bytes] = {}
-        self.meta = tracing.points_meta(shape.points_meta(fmt, resolution), topics)  # + upstream trace id
-        self.flushes = 0
-        self.dirty = False
-        self.hub: Hub | None = None
-
-    def add(self, series: str, fragment: bytes, last_seq: int, oldest_t: int) -> None:
-        """New points of one topic. With no client yet they are simply part of the next snapshot."""
-        if not self.clients:
-            self.positions[series] = self.flushed[series] = last_seq
-            self.snapshots.clear()
-            return
-        if not self.pending:
-            self.oldest_t = oldest_t
-        self.pending.append(fragment)
-        self.positions[series] = last_seq
-        if not self.dirty and self.hub is not None:
-            self.dirty = True
-            self.hub.mark_dirty(self)
-
-    def flush(self, metrics: StreamerMetrics, now_ms: int) -> None:
-        """Send pending points as one ``points`` event to every client (same bytes for all)."""
-        self.dirty = False
-        if not self.pending:
-            return
-        body = shape.points_body(self.fmt, self.resolution, self.pending, self.meta)
-        event = sse.frame("points", body, cursors.encode(self.resolution, self.positions))
-        self.pending = []
-        self.flushed = dict(self.positions)
-        self.snapshots.clear()
-        self.flushes += 1
-        clients = self.clients
-        # The HTTP/1.1 chunk framing is the same for every client too: frame once, write many.
-        chunk = b"%x\r\n" % len(event) + event + b"\r\n"
-        now = asyncio.get_running_loop().time()
-        for client in clients.values():
-            client.deliver(event, chunk, now)
-        count = len(clients)
-        metrics.events_sent.labels("points").inc(count)
-        metrics.bytes_sent.inc(len(event) * count)
-        metrics.delivery_lag.observe(max(0.0, (now_ms - self.oldest_t) / 1000))
-
-    def broadcast(self, frame: bytes) -> None:
-        """An out-of-band event (error) to every client now."""
-        for client in self.clients.values():
-            client.push(frame)
 
 
 class Hub:
@@ -334,7 +139,7 @@ class Hub:
             self._wake.clear()
             last = loop.time()
             dirty, self._dirty = self._dirty, []
-            now_ms = _now_ms()
+            now_ms = epoch_ms()
             for feed in dirty:
                 feed.flush(self.metrics, now_ms)
             flushed, self._flushed = self._flushed, None
@@ -498,7 +303,7 @@ class Hub:
         if cursor.resolution != request.resolution or set(cursor.positions) != set(request.series):
             return False, "cursor is for another resolution or series"
         retention = self.catalogue.retention_ms
-        now_ms = _now_ms()
+        now_ms = epoch_ms()
         for topic in feed.topics:
             position = cursor.positions[topic.series]
             if not position:
@@ -562,7 +367,7 @@ class Hub:
         a page opened by many at once) encodes each distinct snapshot once, not once per
         client. The window start is rounded down to :data:`SNAPSHOT_QUANTUM_MS` for that.
         """
-        now_ms = _now_ms()
+        now_ms = epoch_ms()
         since = now_ms - request.window_ms
         since -= since % SNAPSHOT_QUANTUM_MS
         reset = (request.cursor is not None or request.cursor_error is not None) and not resumed
