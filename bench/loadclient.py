@@ -4,7 +4,8 @@ Each worker process runs one uvloop event loop holding its share of the
 connections as plain ``asyncio.Protocol`` objects (no thread, no task and no
 HTTP library per connection). For every ``points`` event it records, per
 point, the end-to-end latency ``receive time - t`` (``t`` is the point's epoch
-milliseconds), and checks each series' continuity per connection: by the
+milliseconds; for an aggregated point, ``t`` plus the bucket width, when it
+closes), and checks each series' continuity per connection: by the
 point's link to its predecessor when the event carries one (``prev`` or
 ``previous_sequence``), else by the expected sequence step (the generator
 period for raw points, the bucket width for aggregates).
@@ -91,6 +92,9 @@ class LoadPlan:
     path: str
     connections: int
     step_ms: int
+    #: Subtracted from every latency: an aggregated point's ``t`` is its bucket's start, and
+    #: it can only be sent when the bucket closes, ``bucket width`` later.
+    latency_offset_ms: int = 0
     connect_concurrency: int = 64
     connect_timeout: float = 20.0
     max_duration: float = 600.0
@@ -181,7 +185,7 @@ class _Worker:
     def on_events(self, stream: _Stream, now: float, events: Iterable[Event]) -> None:
         tally = self.tally
         measuring = self.window_start <= now < self.window_end
-        now_ms = now * 1000.0
+        now_ms = now * 1000.0 - self.plan.latency_offset_ms
         counts = tally.histogram.counts
         step = self.step
         last = stream.last

@@ -216,6 +216,7 @@ def measure_target(
             path=scenario.path(),
             connections=scenario.clients,
             step_ms=scenario.step_ms,
+            latency_offset_ms=_BUCKET_MS.get(scenario.resolution, 0),
             max_duration=120 + scenario.duration + scenario.warmup + scenario.clients / 50,
         )
         with LoadRun(plan, scenario.processes()) as load:
