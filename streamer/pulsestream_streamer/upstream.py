@@ -287,8 +287,8 @@ async def follow(upstream: Upstream, topic: TopicSink, on_reconnect: Any = None)
             extra={"series": topic.series, "resolution": topic.resolution, "address": address, "after": start.after},
         )
         stream = upstream.subscribe([topic.series], topic.resolution, start, address)
+        up = False
         try:
-            up = False
             async for response in stream:
                 if not up:
                     up = True
@@ -303,6 +303,8 @@ async def follow(upstream: Upstream, topic: TopicSink, on_reconnect: Any = None)
         except UpstreamError as error:
             if error.code == "RESOURCE_EXHAUSTED":
                 logger.info("upstream dropped us as slow, resubscribing", extra={"series": topic.series})
+                if not up:  # dropped again before a single message: do not spin
+                    await asyncio.sleep(backoff.next())
                 continue
             if error.code == "INVALID_ARGUMENT" and rejected < 3:
                 # The generator no longer holds our start (restarted with less history, clocks apart).
