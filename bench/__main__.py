@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from dataclasses import replace
@@ -39,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--flush-interval", default="50ms", help="pulsestream's batching window (flushInterval)")
     parser.add_argument("--window", default="1s", help="history in pulsestream's first snapshot")
     parser.add_argument("--target", choices=[*TARGETS, "both"], default="both", help="what to measure")
+    parser.add_argument(
+        "--streamer-command",
+        default="",
+        help="run this instead of pulsestream-streamer (A/B a change; same STREAMER_* environment)",
+    )
     parser.add_argument("--client-processes", type=int, default=0, help="load-client processes (0 = by N)")
     parser.add_argument("--sweep", action="store_true", help="N in 100,1000,5000 x R in 10,100, then idle memory")
     parser.add_argument("--idle", type=int, default=0, metavar="N", help="only the idle-connection memory run")
@@ -68,6 +74,7 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
         flush_interval=args.flush_interval,
         window=args.window,
         client_processes=args.client_processes,
+        streamer_command=tuple(shlex.split(args.streamer_command)),
     )
     if args.smoke:
         return [replace(base, clients=3, rate=50, duration=2.0, warmup=1.0)]

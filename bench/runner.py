@@ -52,6 +52,7 @@ class Scenario:
     heartbeat: str = "15s"
     idle: bool = False
     client_processes: int = 0  # 0 = choose from the number of clients
+    streamer_command: tuple[str, ...] = ()  # empty = the installed pulsestream-streamer
 
     @property
     def period_ms(self) -> int:
@@ -142,7 +143,7 @@ def _target_service(
             "STREAMER_GENERATOR_ADDRESS": f"127.0.0.1:{gen_port}",
             "PULSESTREAM_SETTINGS_FILE": str(settings_path),
         }
-        argv = [_console_script("pulsestream-streamer")]
+        argv = list(scenario.streamer_command) or [_console_script("pulsestream-streamer")]
     else:
         env = _base_env()
         argv = [
