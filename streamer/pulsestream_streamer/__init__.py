@@ -3,11 +3,14 @@
 Data flow (see the README's "Streamer" section for the wire format)::
 
     upstream.py  gRPC Subscribe per topic, reconnect + failover + resume
-        -> sequencing.py  duplicates dropped, reordering, gap detection
-        -> ring.py        bounded history per topic: snapshots and resume
-        -> hub.py         topics and feeds; each batch encoded once per shape
-        -> registry.py    clients and their bounded queues
-        -> sse.py         one lean writer per connection, one write per flush
+        -> topic.py       one (series, resolution): sequencing.py (duplicates, reordering,
+                          gaps) and ring.py (bounded history for snapshots and resume)
+        -> feed.py        identical streams: each batch encoded once per shape,
+                          one event (and one chunk) per flush for all of them
+        -> hub.py         topics and feeds, the flush loop, joining and resume (cursor.py)
+        -> registry.py    clients: bounded queues, slow consumers, heartbeats, lifetime
+        -> sse.py         framing and the per-connection writer
+    app.py / __main__.py  the HTTP routes and the uvicorn server around them
 """
 
 from importlib import metadata
