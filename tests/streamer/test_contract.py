@@ -190,3 +190,17 @@ async def test_an_idle_stream_gets_heartbeat_comments(generator: Generator) -> N
                 await reader.next(timeout=max(0.01, deadline - time.monotonic()))
     assert reader.comments, "no heartbeat while idle"
     assert all(comment.startswith(b":") for comment in reader.comments)
+
+
+async def test_a_stream_past_its_max_lifetime_is_told_to_reconnect_and_resumes(generator: Generator) -> None:
+    async with run_streamer(generator.address, client_max_lifetime="1s", sweep_interval="100ms") as streamer:
+        url = streamer.url + "/v1/stream?series=cpu&window=1s"
+        async with sse(url) as reader:
+            events = await reader.until(lambda e: e.event == "error", timeout=10)
+            assert events[-1].data["code"] == "max_lifetime"
+            assert b"event: points" not in await reader.rest(), "the stream ends after it"
+        last_id = next(e.id for e in reversed(events) if e.id)
+        async with sse(url, {"Last-Event-ID": last_id}) as again:
+            resumed = [await again.next(), await again.next()]
+        assert resumed[0].data["resumed"] is True
+        assert_contiguous(seqs_by_series(events + resumed)["cpu"])
