@@ -144,7 +144,8 @@ class StreamerSettings(EnvSettings):
     )
     connect_timeout: Annotated[Duration, within("100ms", "10m")] = Field(
         default=Duration("5s"),
-        description="Upper bound for establishing one connection to a generator before trying again or failing over.",
+        description="Time one connection attempt to a generator gets (gRPC's minimum connect timeout); a replica "
+        "that does not answer within it counts as down and the next address is tried.",
     )
     unary_timeout: Annotated[Duration, within("100ms", "10m")] = Field(
         default=Duration("5s"),

@@ -123,7 +123,9 @@ def channel_options(settings: StreamerSettings) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", settings.max_message_size),
         ("grpc.max_send_message_length", settings.max_message_size),
         ("grpc.initial_reconnect_backoff_ms", settings.reconnect_base.millis),
-        ("grpc.min_reconnect_backoff_ms", settings.reconnect_base.millis),
+        # Despite its name, C-core uses this as the minimum time one connection attempt gets
+        # (MIN_CONNECT_TIMEOUT in gRPC's connection-backoff.md; 20 s by default).
+        ("grpc.min_reconnect_backoff_ms", settings.connect_timeout.millis),
         ("grpc.max_reconnect_backoff_ms", settings.reconnect_cap.millis),
         ("grpc.enable_retries", 1),
         ("grpc.service_config", _service_config(settings)),
@@ -183,13 +185,6 @@ class Upstream:
         if channel is None:
             return "idle"
         return str(channel.get_state(try_to_connect=False).name).lower()
-
-    async def wait_connected(self, address: str) -> None:
-        """Wait until ``address`` is connected, at most ``connect_timeout``; raise UpstreamError otherwise."""
-        try:
-            await asyncio.wait_for(self.channel(address).channel_ready(), self.settings.connect_timeout.seconds)
-        except TimeoutError:
-            raise UpstreamError("UNAVAILABLE", f"cannot connect to {address}") from None
 
     async def list_series(self) -> Catalogue:
         """The generator's catalogue (ListSeries, with deadline and retries); raise UpstreamError."""
