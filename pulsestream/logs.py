@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# uvicorn adds ``color_message`` (the message with ANSI colours) to its records: noise in both formats.
+_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
 
 
 def _span_ids() -> tuple[str, str] | None:
