@@ -194,7 +194,13 @@ class _Worker:
             kind = event.type
             is_points = kind == b"points"
             if not is_points and kind != b"snapshot":
-                tally.other_events[kind.decode("utf-8", "replace")] += 1
+                name = kind.decode("utf-8", "replace")
+                if kind == b"error":  # e.g. slow_consumer, upstream_unavailable: count by code
+                    try:
+                        name = f"error:{orjson.loads(event.data).get('code')}"
+                    except (ValueError, AttributeError):
+                        name = "error:undecodable"
+                tally.other_events[name] += 1
                 continue
             try:
                 points, reset = self.decoded(event.data)

@@ -18,6 +18,7 @@ _COLUMNS = (
     ("cpu/100k", "cpu_per_100k_points", "{:.2f}"),
     ("cores", "server_cores", "{:.2f}"),
     ("KB/conn", "rss_kb_per_connection", "{:.1f}"),
+    ("drops", "drops", "{:d}"),
     ("gaps", "gaps", "{:d}"),
     ("dups", "duplicates", "{:d}"),
     ("errors", "error_count", "{:d}"),

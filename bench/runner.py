@@ -305,7 +305,12 @@ def _numbers(scenario: Scenario, tally: Tally, cpu: float, rss_growth: int, rss_
         "continuity_examples": tally.examples,
         "other_events": dict(tally.other_events),
         "statuses": {str(code): count for code, count in tally.statuses.items()},
-        "error_count": sum(tally.errors.values()) + tally.refused + tally.closed_early + (scenario.clients - opened),
+        # Drops: streams the target ended early or told to go away (slow consumer, shutdown, ...).
+        "drops": tally.closed_early + sum(n for name, n in tally.other_events.items() if name.startswith("error:")),
+        # Errors: connections never opened (refused, failed) and bytes the load client could not parse.
+        "error_count": scenario.clients
+        - opened
+        + sum(n for text, n in tally.errors.items() if not text.startswith(("connect:", "server closed"))),
         "errors": errors,
     }
 

@@ -41,6 +41,7 @@ def test_the_smoke_benchmark_measures_both_targets_with_no_gap(tmp_path: Path) -
         assert row["missing"] == 0, context
         assert row["duplicates"] == 0, context
         assert row["closed_early"] == 0, context
+        assert row["drops"] == 0, context
         # 3 clients x 50 points/s x 2 s is 300 points; allow for a slow, shared machine (and for a
         # backlog that drains inside the window, which can deliver a little more than was produced).
         assert 50 <= row["delivered_pct"] <= 110, context
