@@ -3,7 +3,8 @@
 uvicorn is configured for many long-lived connections: a large listen
 backlog, a concurrency limit above the connections one pod is sized for, no
 keep-alive timeout games for streams (SSE responses never end on their own),
-proxy headers only when configured, and a bounded graceful shutdown.
+proxy headers only when configured, a bounded request head
+(:mod:`~pulsestream_streamer.requesthead`) and a bounded graceful shutdown.
 
 On SIGTERM/SIGINT the hub first tells every SSE client to reconnect (an
 ``error`` event ``server_shutdown`` with a short ``retry:``) and ends their
@@ -23,7 +24,7 @@ import uvicorn
 
 from pulsestream import logs, telemetry
 from pulsestream.envsettings import SettingsError
-from pulsestream_streamer import redaction, tracing
+from pulsestream_streamer import redaction, requesthead, tracing
 from pulsestream_streamer.app import StreamerApp, create_app
 from pulsestream_streamer.settings import StreamerSettings
 
@@ -65,7 +66,7 @@ def build_server(settings: StreamerSettings, app: StreamerApp | None = None) -> 
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=requesthead.bounded_protocol(settings.max_request_head),
         ws="none",
         lifespan="on",
         log_config=None,

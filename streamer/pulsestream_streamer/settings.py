@@ -61,6 +61,13 @@ class StreamerSettings(EnvSettings):
         description="Most concurrent HTTP connections before new ones get 503; above the 10k SSE clients one pod "
         "is sized for.",
     )
+    max_request_head: int = Field(
+        default=65536,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="Most bytes of a request line plus headers; a larger head gets 400 with a JSON body before it "
+        "is parsed (uvicorn's httptools parser has no limit of its own).",
+    )
     socket_send_buffer: int = Field(
         default=0,
         ge=0,
