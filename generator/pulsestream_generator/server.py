@@ -57,6 +57,9 @@ def server_options(settings: GeneratorSettings) -> list[tuple[str, Any]]:
     options: list[tuple[str, Any]] = [
         ("grpc.keepalive_time_ms", settings.keepalive_time.millis),
         ("grpc.keepalive_timeout_ms", settings.keepalive_timeout.millis),
+        # grpcio 1.85 waits for a ping's ack up to http2.ping_timeout_ms (default 1 min), not keepalive_timeout:
+        # without this a frozen subscriber would hold its stream (and its buffer) for a minute.
+        ("grpc.http2.ping_timeout_ms", settings.keepalive_timeout.millis),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", settings.keepalive_min_client_interval.millis),
         ("grpc.http2.max_ping_strikes", 2),
