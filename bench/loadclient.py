@@ -129,6 +129,8 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
     examples: list[str] = field(default_factory=list)
+    #: The worst latency (ms) seen in each second of the window: a rising line means falling behind.
+    worst_by_second: dict[int, float] = field(default_factory=dict)
 
     def merge(self, other: Tally) -> None:
         for name in (
@@ -153,6 +155,8 @@ class Tally:
         self.errors.update(other.errors)
         self.histogram.merge(other.histogram)
         self.examples.extend(other.examples[: max(0, _EXAMPLES - len(self.examples))])
+        for second, worst in other.worst_by_second.items():
+            self.worst_by_second[second] = max(worst, self.worst_by_second.get(second, 0.0))
 
 
 class _Worker:
@@ -189,6 +193,7 @@ class _Worker:
         counts = tally.histogram.counts
         step = self.step
         last = stream.last
+        worst = 0.0
         for event in events:
             stream.events += 1
             kind = event.type
@@ -240,6 +245,12 @@ class _Worker:
                         latency = 0.0
                     bucket = int(latency * BUCKETS_PER_MS)
                     counts[bucket] = counts.get(bucket, 0) + 1
+                    if latency > worst:  # noqa: PLR1730 (hot loop: a compare is cheaper than max())
+                        worst = latency
+        if worst:
+            second = int(now - self.window_start)
+            if worst > tally.worst_by_second.get(second, 0.0):
+                tally.worst_by_second[second] = worst
 
 
 class _Stream(asyncio.Protocol):

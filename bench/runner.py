@@ -303,6 +303,7 @@ def _numbers(scenario: Scenario, tally: Tally, cpu: float, rss_growth: int, rss_
         "linked_sequences": tally.linked,
         "closed_early": tally.closed_early,
         "continuity_examples": tally.examples,
+        "worst_latency_by_second": [round(tally.worst_by_second[s], 1) for s in sorted(tally.worst_by_second)],
         "other_events": dict(tally.other_events),
         "statuses": {str(code): count for code, count in tally.statuses.items()},
         # Drops: streams the target ended early or told to go away (slow consumer, shutdown, ...).
