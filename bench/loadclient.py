@@ -13,7 +13,10 @@ period for raw points, the bucket width for aggregates).
 Identical event payloads are decoded once per process: pulsestream sends the
 same bytes to every client and the reference's ``json.dumps`` output is
 identical too, so a small cache keyed by the payload saves the load client
-most of its JSON work without skipping any per-connection check.
+most of its JSON work without skipping any per-connection check. The decoded
+points are grouped per series with their inner continuity checked once, so a
+connection checks one boundary per series and event; latencies are folded
+into the histogram after the window, not while the target is measured.
 
 The orchestrator (``bench.__main__``) drives the workers through shared
 memory (:class:`Control`): it learns how many connections are open, then
@@ -26,12 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import multiprocessing
 import resource
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext, SpawnProcess
@@ -159,8 +163,40 @@ class Tally:
             self.worst_by_second[second] = max(worst, self.worst_by_second.get(second, 0.0))
 
 
+#: One series' points within one event: series, first seq, first prev, last seq, whether the points
+#: follow each other exactly, the points as (seq, prev, t), and their ``t`` alone (for latency).
+_Run = tuple[str, int, int, int, bool, tuple[tuple[int, int, float], ...], tuple[float, ...]]
+
+
+def runs_of(points: Sequence[tuple[str, float, int, int]], step: int) -> tuple[_Run, ...]:
+    """Group an event's points by series (in order) and check each group's inner continuity once.
+
+    Done once per distinct payload (it is cached), so a connection's work per event is one
+    check per series at the boundary with what it saw before, not one per point.
+    """
+    grouped: dict[str, list[tuple[int, int, float]]] = {}
+    for series, t, seq, prev in points:
+        grouped.setdefault(series, []).append((seq, prev, t))
+    runs = []
+    for series, items in grouped.items():
+        clean = True
+        for (seq_a, _, _), (seq_b, prev_b, _) in itertools.pairwise(items):
+            if not (prev_b == seq_a if prev_b >= 0 else seq_b - seq_a == step):
+                clean = False
+                break
+        first_seq, first_prev, _ = items[0]
+        runs.append((series, first_seq, first_prev, items[-1][0], clean, tuple(items), tuple(t for *_, t in items)))
+    return tuple(runs)
+
+
 class _Worker:
-    """Per-process state shared by all connections: the window, the tally and the decode cache."""
+    """Per-process state shared by all connections: the window, the tally and the decode cache.
+
+    Inside the window, the latency of a clean run of points is not computed on arrival: the
+    receive time and the points' ``t`` are appended to :attr:`samples` and folded into the
+    histogram after the window (:meth:`fold`), so the load client's per-point work does not
+    compete with the target while it is measured.
+    """
 
     def __init__(self, plan: LoadPlan) -> None:
         self.plan = plan
@@ -169,15 +205,20 @@ class _Worker:
         self.window_start = math.inf
         self.window_end = math.inf
         self.stopping = False
-        self._cache: dict[bytes, Decoded] = {}
+        self._cache: dict[bytes, tuple[tuple[_Run, ...], int, bool]] = {}
         self.streams: list[_Stream] = []
+        self.samples: list[tuple[float, tuple[float, ...]]] = []
 
-    def decoded(self, data: bytes) -> Decoded:
+    def decoded(self, data: bytes) -> tuple[tuple[_Run, ...], int, bool]:
+        """The event's runs, its point count and its reset flag (cached by payload)."""
         cached = self._cache.get(data)
         if cached is None:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
-            cached = self._cache[data] = decode_points(data)
+            points, reset = decode_points(data)
+            if any(prev >= 0 for *_, prev in points):
+                self.tally.linked = True
+            cached = self._cache[data] = (runs_of(points, self.step), len(points), reset)
         return cached
 
     def _example(self, what: str, stream: _Stream, kind: bytes, *, series: str, before: int, seq: int) -> None:
@@ -189,11 +230,8 @@ class _Worker:
     def on_events(self, stream: _Stream, now: float, events: Iterable[Event]) -> None:
         tally = self.tally
         measuring = self.window_start <= now < self.window_end
-        now_ms = now * 1000.0 - self.plan.latency_offset_ms
-        counts = tally.histogram.counts
         step = self.step
         last = stream.last
-        worst = 0.0
         for event in events:
             stream.events += 1
             kind = event.type
@@ -208,49 +246,74 @@ class _Worker:
                 tally.other_events[name] += 1
                 continue
             try:
-                points, reset = self.decoded(event.data)
+                runs, count, reset = self.decoded(event.data)
             except (ValueError, KeyError, TypeError) as error:
                 tally.errors[f"undecodable {kind.decode()} event: {type(error).__name__}"] += 1
                 continue
             if reset:
                 tally.resets += 1
                 last.clear()
+            timed = measuring and is_points
             if not is_points:
                 tally.snapshot_events += 1
-                tally.snapshot_points += len(points)
+                tally.snapshot_points += count
             elif measuring:
                 tally.events += 1
-                tally.points += len(points)
-            for series, t, seq, prev in points:
-                before = last.get(series)
-                if before is not None:
-                    if prev >= 0:
-                        tally.linked = True
-                        ok = prev == before
-                    else:
-                        ok = seq - before == step
-                    if not ok:
-                        if seq <= before:
-                            tally.duplicates += 1
-                            self._example("duplicate", stream, kind, series=series, before=before, seq=seq)
-                            continue
-                        tally.gaps += 1
-                        tally.missing += max(1, (seq - before) // step - 1)
-                        self._example("gap", stream, kind, series=series, before=before, seq=seq)
-                last[series] = seq
-                if measuring and is_points:
-                    latency = now_ms - t
-                    if latency < 0:
-                        tally.histogram.negative += 1
-                        latency = 0.0
-                    bucket = int(latency * BUCKETS_PER_MS)
-                    counts[bucket] = counts.get(bucket, 0) + 1
-                    if latency > worst:  # noqa: PLR1730 (hot loop: a compare is cheaper than max())
-                        worst = latency
-        if worst:
-            second = int(now - self.window_start)
-            if worst > tally.worst_by_second.get(second, 0.0):
-                tally.worst_by_second[second] = worst
+                tally.points += count
+            for series, first_seq, first_prev, last_seq, clean, items, times in runs:
+                if clean:
+                    before = last.get(series)
+                    if before is None or (first_prev == before if first_prev >= 0 else first_seq - before == step):
+                        last[series] = last_seq
+                        if timed:
+                            self.samples.append((now, times))
+                        continue
+                self._point_by_point(stream, kind, series, items, now if timed else None)
+
+    def _point_by_point(
+        self, stream: _Stream, kind: bytes, series: str, items: Sequence[tuple[int, int, float]], now: float | None
+    ) -> None:
+        """The exact rules, one point at a time: for runs with a gap or duplicate (rare)."""
+        tally, step, last = self.tally, self.step, stream.last
+        kept: list[float] = []
+        for seq, prev, t in items:
+            before = last.get(series)
+            if before is not None and not (prev == before if prev >= 0 else seq - before == step):
+                if seq <= before:
+                    tally.duplicates += 1
+                    self._example("duplicate", stream, kind, series=series, before=before, seq=seq)
+                    continue
+                tally.gaps += 1
+                tally.missing += max(1, (seq - before) // step - 1)
+                self._example("gap", stream, kind, series=series, before=before, seq=seq)
+            last[series] = seq
+            kept.append(t)
+        if now is not None and kept:
+            self.samples.append((now, tuple(kept)))
+
+    def fold(self) -> None:
+        """Turn the window's samples into the latency histogram and the worst latency per second."""
+        histogram = self.tally.histogram
+        counts = histogram.counts
+        worst_by_second = self.tally.worst_by_second
+        offset = self.plan.latency_offset_ms
+        start = self.window_start
+        for now, times in self.samples:
+            now_ms = now * 1000.0 - offset
+            worst = 0.0
+            for t in times:
+                latency = now_ms - t
+                if latency < 0:
+                    histogram.negative += 1
+                    latency = 0.0
+                bucket = int(latency * BUCKETS_PER_MS)
+                counts[bucket] = counts.get(bucket, 0) + 1
+                if latency > worst:  # noqa: PLR1730 (hot loop: a compare is cheaper than max())
+                    worst = latency
+            second = int(now - start)
+            if worst > worst_by_second.get(second, 0.0):
+                worst_by_second[second] = worst
+        self.samples = []
 
 
 class _Stream(asyncio.Protocol):
@@ -403,6 +466,7 @@ async def _run_worker(plan: LoadPlan, control: Control, index: int) -> Tally:
     for stream in worker.streams:
         worker.tally.heartbeats += stream.parser.comments
         stream.parser.comments = 0
+    worker.fold()
     return worker.tally
 
 
