@@ -104,6 +104,11 @@ class Scenario:
 
 
 def _base_env() -> dict[str, str]:
+    """The caller's environment without any service setting, quiet logs, and tracing off.
+
+    Tracing is off for every process: the reference has none, and the benchmark measures the
+    data path. Settings the bench needs are added per service below.
+    """
     env = {
         key: value
         for key, value in os.environ.items()
