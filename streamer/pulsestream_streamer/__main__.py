@@ -71,8 +71,10 @@ def build_server(settings: StreamerSettings, app: StreamerApp | None = None) -> 
         lifespan="on",
         log_config=None,
         access_log=settings.log_level == "debug",
-        proxy_headers=settings.proxy_headers,
-        forwarded_allow_ips=settings.forwarded_allow_ips if settings.proxy_headers else None,
+        # One setting for both layers: uvicorn believes forwarded headers only from these peers (for
+        # scheme and logs), and the access gate names rate-limit clients by the same rule.
+        proxy_headers=bool(settings.trusted_proxies.strip()),
+        forwarded_allow_ips=settings.trusted_proxies.strip() or None,
         backlog=settings.backlog,
         limit_concurrency=settings.limit_concurrency,
         timeout_keep_alive=5,

@@ -36,7 +36,7 @@ def key_id(key: str) -> str:
 
 
 def parse_networks(text: str | Iterable[str]) -> tuple[Network, ...]:
-    """Parse a comma-separated CIDR list (or a list of CIDRs); a bare address is a /32 or /128.
+    """Parse a comma-separated CIDR list (or a list of CIDRs); a bare address is a /32 or /128, ``*`` is any.
 
     Raises ``ValueError`` naming the entry that is not a network.
     """
@@ -45,6 +45,9 @@ def parse_networks(text: str | Iterable[str]) -> tuple[Network, ...]:
     for item in items:
         entry = item.strip()
         if not entry:
+            continue
+        if entry == "*":  # any peer: for a Service only the proxy (e.g. the ingress controller) can reach
+            networks += [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
             continue
         try:
             networks.append(ipaddress.ip_network(entry, strict=False))

@@ -79,14 +79,6 @@ class StreamerSettings(EnvSettings):
         default=Duration("10s"),
         description="On SIGTERM, how long open connections get to finish after clients were told to reconnect.",
     )
-    proxy_headers: bool = Field(
-        default=False,
-        description="Trust X-Forwarded-For/Proto from the peers in forwarded_allow_ips (off: the peer is the client).",
-    )
-    forwarded_allow_ips: str = Field(
-        default="127.0.0.1",
-        description="Comma-separated proxy addresses whose forwarded headers are trusted when proxy_headers is on.",
-    )
     cors_allowed_origins: list[str] = Field(
         default_factory=list,
         description="Comma-separated origins allowed to call the API from a browser (empty = same origin only).",
@@ -103,8 +95,8 @@ class StreamerSettings(EnvSettings):
     )
     trusted_proxies: str = Field(
         default="",
-        description="Comma-separated CIDRs of proxies whose X-Forwarded-For names the client for rate limits; "
-        "empty = the direct peer is the client.",
+        description="Comma-separated CIDRs (or * for any peer) of proxies whose X-Forwarded-For/-Proto are "
+        "believed: they name the client for rate limits and logs. Empty = the direct peer is the client.",
     )
     protect_health_and_metrics: bool = Field(
         default=False,

@@ -273,7 +273,7 @@ async def test_all_options_on_add_ingress_for_sse_hpa_servicemonitors_and_the_ke
 
     streamer_pod = by_kind(objects, "Deployment")["ps-streamer"]["spec"]["template"]["spec"]
     streamer_env = restricted.env_of(streamer_pod["containers"][0])
-    assert streamer_env["STREAMER_PROXY_HEADERS"] == "true", "behind the ingress, limits apply per browser"
+    assert streamer_env["STREAMER_TRUSTED_PROXIES"], "behind the ingress, limits apply per browser"
 
     hpa = by_kind(objects, "HorizontalPodAutoscaler")["ps-streamer"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "ps-streamer"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -70,3 +72,9 @@ def test_a_client_behind_a_trusted_proxy_cannot_choose_its_id(spoofed: list[str]
     # Whatever the client put in the header, the proxy appends the real peer (203.0.113.9) to it.
     header = ", ".join([*spoofed, "203.0.113.9"])
     assert ids.client_address("10.0.0.1", header) == "203.0.113.9"
+
+
+def test_a_star_trusts_every_peer_of_either_family() -> None:
+    networks = parse_networks("*")
+    assert any(ipaddress.ip_address("203.0.113.9") in n for n in networks)
+    assert any(ipaddress.ip_address("2001:db8::1") in n for n in networks)
