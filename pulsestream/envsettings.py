@@ -16,6 +16,7 @@ value and what is allowed (:class:`SettingsError`). Values of fields marked
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
@@ -64,6 +65,15 @@ class EnvSettings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as error:
             raise SettingsError(cls._explain(error, env)) from None
+
+    @classmethod
+    def from_env_or_exit(cls, program: str) -> Self:
+        """:meth:`from_env` for an entry point: a bad value prints one line and exits with status 2."""
+        try:
+            return cls.from_env()
+        except SettingsError as error:
+            print(f"{program}: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     @classmethod
     def _explain(cls, error: ValidationError, env: Mapping[str, str]) -> str:

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Callable
 
 from pulsestream import logs, telemetry
-from pulsestream.envsettings import SettingsError
 from pulsestream_generator.server import GeneratorApp
 from pulsestream_generator.settings import GeneratorSettings
 
@@ -49,11 +48,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def main() -> None:
-    try:
-        settings = GeneratorSettings.from_env()
-    except SettingsError as error:
-        print(f"pulsestream-generator: {error}", file=sys.stderr)
-        sys.exit(2)
+    settings = GeneratorSettings.from_env_or_exit("pulsestream-generator")
     logs.configure(settings.log_level, settings.log_format, "pulsestream-generator")
     try:
         provider = telemetry.configure("pulsestream-generator")

@@ -6,20 +6,13 @@ connection is made.
 
 from __future__ import annotations
 
-import sys
-
 from pulsestream import logs
-from pulsestream.envsettings import SettingsError
 from pulsestream_operator.running import operate
 from pulsestream_operator.settings import OperatorSettings
 
 
 def main() -> None:
-    try:
-        settings = OperatorSettings.from_env()
-    except SettingsError as error:
-        print(f"pulsestream-operator: {error}", file=sys.stderr)
-        sys.exit(2)
+    settings = OperatorSettings.from_env_or_exit("pulsestream-operator")
     logs.configure(settings.log_level, settings.log_format, "pulsestream-operator")
     operate(settings)
 

@@ -23,7 +23,6 @@ from types import FrameType
 import uvicorn
 
 from pulsestream import logs, telemetry
-from pulsestream.envsettings import SettingsError
 from pulsestream_streamer import redaction, requesthead, tracing
 from pulsestream_streamer.app import StreamerApp, create_app
 from pulsestream_streamer.settings import StreamerSettings
@@ -86,11 +85,7 @@ def build_server(settings: StreamerSettings, app: StreamerApp | None = None) -> 
 
 def main() -> None:
     """Console script entry point."""
-    try:
-        settings = StreamerSettings.from_env()
-    except SettingsError as error:
-        print(f"pulsestream-streamer: {error}", file=sys.stderr)
-        sys.exit(2)
+    settings = StreamerSettings.from_env_or_exit("pulsestream-streamer")
     logs.configure(settings.log_level, settings.log_format, "streamer")
     try:
         provider = telemetry.configure("pulsestream-streamer")
