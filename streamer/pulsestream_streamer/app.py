@@ -216,6 +216,7 @@ def create_app(settings: StreamerSettings) -> StreamerApp:
         ]
         for task in tasks:
             task.add_done_callback(_report_crash)
+        app.state.background = tasks  # /health reports a task that stopped: the service is then failed
         logger.info(
             "streamer ready",
             extra={"generator": ",".join(settings.generator_address), "config_version": settings_file.version},
@@ -270,15 +271,16 @@ def create_app(settings: StreamerSettings) -> StreamerApp:
     v1 = APIRouter(prefix="/v1")
 
     @v1.get("/series")
-    async def series() -> dict[str, Any]:
+    async def series() -> list[dict[str, Any]]:
+        # A JSON list, as the HTTP contract says; the catalogue-wide facts ride along on each entry.
         catalogue = await hub.refresh_catalogue()
-        return {
-            "series": [info.to_json() for info in catalogue.series.values()],
+        shared = {
             "resolutions": list(catalogue.resolutions),
             "frequencyMs": catalogue.frequency_ms,
             "retentionMs": catalogue.retention_ms,
             "source": "generator" if catalogue.known else "settings",
         }
+        return [info.to_json() | shared for info in catalogue.series.values()]
 
     @v1.get("/stream", response_model=None)
     async def stream(request: Request) -> Response:
@@ -293,16 +295,21 @@ def create_app(settings: StreamerSettings) -> StreamerApp:
         state = upstream.state()
         topics = list(hub.topics.values())
         up = sum(1 for topic in topics if topic.up)
+        stopped = [task.get_name() for task in getattr(app.state, "background", ()) if task.done()]
         if hub.draining:
             status = "draining"
+        elif stopped:
+            status = "failed"  # the hub or the settings watcher died: nothing flows; let the probe restart us
         elif state == "ready" or (topics and up == len(topics)):
             status = "ok"
         else:
             status = "degraded"
         body = {
             "status": status,
-            "upstream": {
-                "state": state,
+            # The gRPC connection state, as the HTTP contract says ("ready", "connecting", "transient_failure",
+            # "idle", "shutdown"); the details beside it.
+            "upstream": state,
+            "upstream_detail": {
                 "address": upstream.address,
                 "addresses": upstream.addresses,
                 "streams": up,
@@ -314,7 +321,9 @@ def create_app(settings: StreamerSettings) -> StreamerApp:
             "config_version": settings_file.version,
             "settings_error": settings_file.error,
         }
-        return JSONResponse(body, status_code=503 if hub.draining else 200)
+        if stopped:
+            body["stopped_tasks"] = stopped
+        return JSONResponse(body, status_code=503 if hub.draining or stopped else 200)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

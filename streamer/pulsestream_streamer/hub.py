@@ -255,6 +255,11 @@ class Hub:
         try:
             await self._wait_ready(feed.topics)
             usable, reason = await self._usable_cursor(feed, request)
+            if usable and not self._still_covered(feed, request):
+                # _usable_cursor awaited (refills, catch-up) while topics kept running: a ring may have
+                # trimmed, or been cleared, under a cursor it covered then. Checked again here, with no
+                # await until the snapshot is taken, so "resumed" never hides a hole.
+                usable, reason = False, "history moved on while resuming"
             if request.cursor is not None and not usable:
                 logger.debug("cursor not usable: %s", reason, extra={"client_id": client.id})
             first = self._snapshot(feed, request, resumed=usable)
@@ -325,6 +330,16 @@ class Hub:
                 return False, "cursor is ahead of this streamer"
             await self._next_flush(min(remaining, 0.5))
         return True, ""
+
+    @staticmethod
+    def _still_covered(feed: Feed, request: StreamRequest) -> bool:
+        """Synchronous: every series' ring still holds every point after the cursor's position."""
+        assert request.cursor is not None
+        for topic in feed.topics:
+            position = request.cursor.positions[topic.series]
+            if position and position < feed.flushed.get(topic.series, 0) and not topic.ring.covers(position):
+                return False
+        return True
 
     async def _refill(self, topic: Topic, after: int) -> bool:
         """Load the points after ``after`` that the ring lacks from the generator's history."""

@@ -88,9 +88,11 @@ def test_a_streamer_with_a_wrong_ca_reports_the_upstream_error_in_health(
 
     def reported() -> dict[str, object] | None:
         body = health(streamer)
-        upstream = body["upstream"]
-        return body if upstream["state"] != "ready" and upstream["error"] else None
+        return body if body["upstream"] != "ready" and body["upstream_detail"]["error"] else None
 
     body = wait_for(reported, timeout=30, what="the upstream error in /health")
     assert body["status"] != "ok", json.dumps(body)
-    assert "CERTIFICATE_VERIFY_FAILED" in body["upstream"]["error"] or "handshake" in body["upstream"]["error"].lower()
+    assert (
+        "CERTIFICATE_VERIFY_FAILED" in body["upstream_detail"]["error"]
+        or "handshake" in body["upstream_detail"]["error"].lower()
+    )

@@ -16,7 +16,7 @@ SUBSCRIBE = "pulsestream.v1.TimeSeriesService/Subscribe"
 
 def upstream_streams(streamer: Process) -> int:
     """Open upstream streams as /health reports them."""
-    return int(httpx.get(f"http://127.0.0.1:{streamer.port}/health", timeout=5.0).json()["upstream"]["streams"])
+    return int(httpx.get(f"http://127.0.0.1:{streamer.port}/health", timeout=5.0).json()["upstream_detail"]["streams"])
 
 
 def test_a_generator_restart_is_recorded_as_events_on_the_same_upstream_span(tmp_path: Path) -> None:

@@ -152,6 +152,6 @@ async def test_sigterm_under_load_drains_a_generator_and_subscribers_resume_on_t
         for name, seqs in got.items():
             steps = {b - a for a, b in itertools.pairwise(seqs)}
             assert steps == {FREQUENCY_MS}, f"{name}: steps {sorted(steps)[:5]}"
-    assert (await streamer.health())["upstream"]["address"] == two.address
+    assert (await streamer.health())["upstream_detail"]["address"] == two.address
     for browser in browsers:
         assert_continuous(browser, _series(browser.path))

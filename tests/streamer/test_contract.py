@@ -79,13 +79,15 @@ async def test_aggregated_resolution_carries_bucket_statistics(streamer: Streame
 async def test_series_lists_the_generator_catalogue(streamer: Streamer) -> None:
     async with httpx.AsyncClient() as client:
         body = (await client.get(streamer.url + "/v1/series")).json()
-    names = [entry["name"] for entry in body["series"]]
+    assert isinstance(body, list), "the HTTP contract: a JSON list of series with metadata"
+    names = [entry["name"] for entry in body]
     assert names == ["cpu", "memory", "requests", "latency"]
-    cpu = body["series"][0]
+    cpu = body[0]
     assert cpu["unit"] == "ratio" and cpu["description"] and cpu["expectedRange"] == [0.0, 1.0]
-    assert body["source"] == "generator"
-    assert body["frequencyMs"] == FREQUENCY_MS
-    assert set(body["resolutions"]) == {"raw", "1s", "5s", "1m"}
+    for entry in body:
+        assert entry["source"] == "generator"
+        assert entry["frequencyMs"] == FREQUENCY_MS
+        assert set(entry["resolutions"]) == {"raw", "1s", "5s", "1m"}
 
 
 async def test_health_reports_upstream_connections_and_versions(streamer: Streamer) -> None:
@@ -95,8 +97,8 @@ async def test_health_reports_upstream_connections_and_versions(streamer: Stream
     body = response.json()
     assert response.status_code == 200
     assert body["status"] == "ok"
-    assert body["upstream"]["state"] == "ready"
-    assert body["upstream"]["streams"] == 1
+    assert body["upstream"] == "ready"
+    assert body["upstream_detail"]["streams"] == 1
     assert body["connections"] == 1
     assert body["version"] and body["config_version"]
     assert body["settings_error"] is None
