@@ -301,7 +301,7 @@ async def follow(upstream: Upstream, topic: TopicSink, on_reconnect: Any = None)
                 if not up:  # dropped again before a single message: do not spin
                     await asyncio.sleep(backoff.next())
                 continue
-            if error.code == "INVALID_ARGUMENT" and rejected < 3:
+            if error.code == "INVALID_ARGUMENT" and _history_lost(error) and rejected < 3:
                 # The generator no longer holds our start (restarted with less history, clocks apart).
                 rejected += 1
                 topic.start_lost(str(error))
@@ -314,7 +314,8 @@ async def follow(upstream: Upstream, topic: TopicSink, on_reconnect: Any = None)
             await stream.aclose()
         if outage is not None:
             topic.upstream_down(outage.code, str(outage))
-            upstream.failover(address)
+            if _address_at_fault(outage):
+                upstream.failover(address)
             delay = backoff.next()
             logger.info(
                 "upstream down, retrying in %.2fs: %s %s",
@@ -324,3 +325,21 @@ async def follow(upstream: Upstream, topic: TopicSink, on_reconnect: Any = None)
                 extra={"series": topic.series, "address": address},
             )
             await asyncio.sleep(delay)
+
+
+def _history_lost(error: UpstreamError) -> bool:
+    """The generator refused our start because it no longer holds the points after it.
+
+    Only this refusal means "restart from the window"; other INVALID_ARGUMENTs (a resume point in
+    the future on a replica whose clock is behind, a series removed from the settings) keep what
+    the topic holds and are retried as outages, so clients get no duplicates and no false hole.
+    """
+    text = str(error)
+    return "no longer retained" in text or "older than the retention window" in text
+
+
+def _address_at_fault(error: UpstreamError) -> bool:
+    """Whether another replica might do better: not for a series every replica lacks (NOT_FOUND, unknown)."""
+    if error.code == "NOT_FOUND":
+        return False
+    return not (error.code == "INVALID_ARGUMENT" and "unknown series" in str(error))
