@@ -211,8 +211,14 @@ async def _apply(
 
     existing = await api.get_configmap(namespace, cm_name)
     owner = rendering.controller_uid(existing) if existing else None
-    if existing is not None and owner not in (None, uid):
-        message = f"ConfigMap {cm_name} is controlled by another object (uid {owner}); not overwriting it"
+    foreign = owner not in (None, uid) or (owner is None and not rendering.managed_by_us(existing))
+    if existing is not None and foreign:
+        message = (
+            f"ConfigMap {cm_name} is controlled by another object (uid {owner}); not overwriting it"
+            if owner
+            else f"ConfigMap {cm_name} exists and was not made by pulsestream-operator; not taking it over "
+            "(deleting the StreamConfig would then delete it): remove it or choose another target"
+        )
         _reject(
             body=body,
             status=status,
@@ -223,6 +229,13 @@ async def _apply(
         )
         return
     before = rendering.read_settings((existing or {}).get("data", {}).get(settings.settings_key))
+    # What the pods were last rolled for: recorded on the ConfigMap, so a roll that failed after the
+    # ConfigMap was patched is finished by the retry (a diff would be empty by then). A new ConfigMap
+    # starts at the current value: pods read it when they start.
+    roll_for = rendering.rolling_hash(document, settings.rolling_fields)
+    recorded = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(rendering.ROLLED_ANNOTATION)
+    rolled_for = recorded or (rendering.rolling_hash(before, settings.rolling_fields) if before else roll_for)
+    desired["metadata"]["annotations"][rendering.ROLLED_ANNOTATION] = rolled_for
     if existing is None:
         await api.create_configmap(namespace, desired)
         outcome = "created"
@@ -241,8 +254,12 @@ async def _apply(
     changed = rendering.changed_fields(before, document)
     rolling = sorted(settings.rolling_fields & set(changed)) if before is not None else []
     rolled: list[str] = []
-    if retargeted or rolling:
+    if retargeted or (settings.rolling_fields and rolled_for != roll_for):
         rolled = await _roll(api, settings, namespace, target, version)
+        if rolled_for != roll_for:
+            await api.patch_configmap(
+                namespace, cm_name, {"metadata": {"annotations": {rendering.ROLLED_ANNOTATION: roll_for}}}
+            )
 
     message = f"settings {version} are in ConfigMap {cm_name}"
     _set_status(
@@ -279,7 +296,7 @@ async def _apply(
     if outcome != "unchanged":
         kopf.info(body, reason="SettingsApplied", message=f"{message} ({outcome})")
     if rolled:
-        why = "target changed" if retargeted else f"{', '.join(rolling)} changed"
+        why = "target changed" if retargeted else f"{', '.join(rolling) or 'fields that need a restart'} changed"
         kopf.info(body, reason="Rolled", message=f"rolled Deployments {', '.join(rolled)}: {why}")
 
 

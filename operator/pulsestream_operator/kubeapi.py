@@ -15,6 +15,7 @@ and message; a missing object on ``get`` is ``None``.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -99,8 +100,13 @@ class KubeClient:
                     headers={"Content-Type": content_type} if body is not None else None,
                     proxy=info.proxy_url,
                 ) as response:
-                    payload: Any = await response.json(content_type=None) if response.content_length != 0 else {}
                     status = response.status
+                    text = await response.text() if response.content_length != 0 else ""
+                try:
+                    payload: Any = json.loads(text) if text.strip() else {}
+                except ValueError:
+                    # Not JSON: a proxy's HTML error page, a plain-text 401. Keep its start for the message.
+                    payload = {"reason": response.reason or "", "message": text[:200]} if status >= 400 else {}
             except (aiohttp.ClientError, TimeoutError) as error:
                 raise KubeError(0, type(error).__name__, f"{method} {path}: {error}") from error
             if status == 401 and attempt == 1:

@@ -11,7 +11,9 @@ stays an integer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
@@ -23,6 +25,9 @@ MANAGED_BY = "pulsestream-operator"
 STREAMCONFIG_LABEL = "pulsestream.io/streamconfig"
 #: Annotation with the settings hash: on the ConfigMap, and on a Deployment's pod template when it is rolled.
 HASH_ANNOTATION = "pulsestream.io/settings-hash"
+#: On the ConfigMap: the hash of the rolling fields the target's pods were last rolled for. Kept on the
+#: object (not derived from a diff) so a roll that failed half-way is finished by the next reconcile.
+ROLLED_ANNOTATION = "pulsestream.io/rolled-for"
 
 
 def as_written(spec: StreamSpec, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,6 +80,12 @@ def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -
     return {key: (before.get(key), after.get(key)) for key in keys if before.get(key) != after.get(key)}
 
 
+def rolling_hash(document: Mapping[str, Any] | None, fields: Iterable[str]) -> str:
+    """A short hash of the values of the fields that need a pod restart (the same for equal values)."""
+    chosen = {key: (document or {}).get(key) for key in sorted(fields)}
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def configmap(*, name: str, namespace: str, key: str, text: str, version: str, streamconfig: str) -> dict[str, Any]:
     """The ConfigMap body (without its owner reference, which the caller adds)."""
     return {
@@ -121,6 +132,12 @@ def configmap_patch(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> 
     if data:
         patch["data"] = data
     return patch or None
+
+
+def managed_by_us(obj: Mapping[str, Any] | None) -> bool:
+    """Whether this operator made the object (its managed-by label), so it may adopt it again."""
+    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+    return bool(labels.get("app.kubernetes.io/managed-by") == MANAGED_BY)
 
 
 def controller_uid(obj: Mapping[str, Any]) -> str | None:

@@ -327,3 +327,71 @@ async def test_an_api_error_is_retried_until_the_reconcile_succeeds(
     assert condition["reason"] == "Applied"
     retries = [r for r in caplog.records if "will retry" in r.getMessage()]
     assert len(retries) == 2 and "etcd is away" in retries[0].getMessage()
+
+
+async def test_a_configmap_someone_made_by_hand_is_not_taken_over(
+    cluster: Cluster, start_operator: StartOperator
+) -> None:
+    # Adopting it would make it owned by the StreamConfig, and garbage on the StreamConfig's deletion.
+    by_hand = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "pulsestream-settings", "namespace": NAMESPACE},
+        "data": {"settings.yaml": "frequency: 1s\n"},
+    }
+    async with cluster.post(f"/api/v1/namespaces/{NAMESPACE}/configmaps", json=by_hand):
+        pass
+    await start_operator()
+    await create(cluster, streamconfig(target="pulsestream"))
+
+    condition = await eventually(lambda: ready(cluster).get("status") == "False" and ready(cluster), what="Ready=False")
+    assert condition["reason"] == "ConfigMapConflict"
+    assert "not made by pulsestream-operator" in condition["message"]
+    assert configmap(cluster)["data"] == {"settings.yaml": "frequency: 1s\n"}
+    assert not configmap(cluster)["metadata"].get("ownerReferences")
+
+
+async def test_a_roll_that_failed_after_the_configmap_changed_is_finished_by_the_retry(
+    cluster: Cluster, start_operator: StartOperator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handlers, "RETRY_DELAY", 0.2)
+    for name in ("pulsestream-generator", "pulsestream-streamer"):
+        async with cluster.post(
+            f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", json=deployment(name, "pulsestream")
+        ):
+            pass
+    await start_operator(OPERATOR_ROLL_ON="series")
+    await create(cluster, streamconfig(target="pulsestream", series=["cpu", "memory"]))
+    await eventually(lambda: status(cluster).get("observedGeneration") == 1, what="generation 1")
+
+    # The ConfigMap patch goes through, then patching the Deployment fails once: on the retry the
+    # ConfigMap already holds the new settings, and the roll must still happen.
+    failure = {"kind": "Status", "code": 503, "reason": "ServiceUnavailable", "message": "apiserver busy"}
+    cluster[f"patch /apis/apps/v1/namespaces/{NAMESPACE}/deployments/pulsestream-generator"][:1] << 503 << failure
+    await patch_spec(cluster, "demo", {"series": ["cpu"]})
+    await eventually(
+        lambda: status(cluster).get("observedGeneration") == 2 and ready(cluster).get("status") == "True",
+        what="generation 2 ready",
+    )
+    new_hash = status(cluster)["settingsHash"]
+    await eventually(lambda: rolled_to(cluster, "pulsestream-generator") == new_hash, what="the generator rolled")
+    assert rolled_to(cluster, "pulsestream-streamer") == new_hash
+
+
+async def test_a_non_json_error_page_is_an_api_error_retried_with_its_status(
+    cluster: Cluster, start_operator: StartOperator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A proxy in front of the API server answers with HTML, not a Kubernetes Status object.
+    monkeypatch.setattr(handlers, "RETRY_DELAY", 0.2)
+    (
+        cluster[f"get /api/v1/namespaces/{NAMESPACE}/configmaps/pulsestream-settings"][:1]
+        << 502
+        << b"<html>Bad Gateway</html>"
+    )
+    await start_operator()
+    await create(cluster, streamconfig(target="pulsestream"))
+
+    condition = await eventually(lambda: ready(cluster).get("status") == "True" and ready(cluster), what="Ready")
+    assert condition["reason"] == "Applied"
+    retries = [r.getMessage() for r in caplog.records if "will retry" in r.getMessage()]
+    assert len(retries) == 1 and "502" in retries[0] and "Bad Gateway" in retries[0], retries
