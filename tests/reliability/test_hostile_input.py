@@ -260,21 +260,39 @@ _int32 = st.integers(-(2**31), 2**31 - 1)
 _names = st.one_of(st.sampled_from([*SERIES, "", "nope", "CPU", "cpu ", "\x00", "a" * 10_000]), st.text(max_size=30))
 
 
+#: A start drawn without reading the clock (Hypothesis replays draws, so they must not depend on time):
+#: ("after", value, relative) / ("time", seconds, nanos, relative); relative values are offsets from now.
+Start = tuple[str, int, int, bool]
+
+
 @st.composite
-def _subscribe_requests(draw: st.DrawFn) -> timeseries_pb2.SubscribeRequest:
+def _subscribe_requests(draw: st.DrawFn) -> tuple[timeseries_pb2.SubscribeRequest, Start]:
     request = timeseries_pb2.SubscribeRequest(
         series=draw(st.lists(_names, max_size=80)),
         resolution=draw(st.one_of(st.sampled_from(["", "raw", "1s", "5s", "1m", "1h", "RAW"]), st.text(max_size=10))),
     )
-    start = draw(st.sampled_from(["none", "after", "time"]))
+    kind = draw(st.sampled_from(["none", "after", "time"]))
+    start: Start = ("none", 0, 0, False)
+    if kind == "after":
+        relative = draw(st.booleans())
+        value = draw(st.integers(-120_000, 120_000) if relative else st.integers(0, 2**64 - 1))
+        start = ("after", value, 0, relative)
+    elif kind == "time":
+        relative = draw(st.booleans())
+        seconds = draw(st.integers(-120, 120) if relative else _int64)
+        start = ("time", seconds, draw(_int32), relative)
+    return request, start
+
+
+def _with_start(request: timeseries_pb2.SubscribeRequest, start: Start) -> timeseries_pb2.SubscribeRequest:
+    """Apply a drawn start, reading the clock now (at test time, not draw time)."""
+    kind, value, nanos, relative = start
     now_s = int(time.time())
-    if start == "after":
-        request.after_sequence = draw(
-            st.one_of(st.integers(0, 2**64 - 1), st.integers(now_s * 1000 - 120_000, now_s * 1000 + 120_000))
-        )
-    elif start == "time":
-        seconds = draw(st.one_of(_int64, st.integers(now_s - 120, now_s + 120)))
-        request.start_time.CopyFrom(timestamp_pb2.Timestamp(seconds=seconds, nanos=draw(_int32)))
+    if kind == "after":
+        request.after_sequence = now_s * 1000 + value if relative else value
+    elif kind == "time":
+        seconds = now_s + value if relative else value
+        request.start_time.CopyFrom(timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos))
     return request
 
 
@@ -290,10 +308,11 @@ def _serving(channel: grpc.Channel) -> bool:
 
 
 @FUZZ
-@given(request=_subscribe_requests())
+@given(drawn=_subscribe_requests())
 def test_fuzzed_subscribe_requests_get_invalid_argument_or_a_stream(
-    channel: grpc.Channel, request: timeseries_pb2.SubscribeRequest
+    channel: grpc.Channel, drawn: tuple[timeseries_pb2.SubscribeRequest, Start]
 ) -> None:
+    request = _with_start(*drawn)
     buckets = request.resolution in ("1s", "5s", "1m")
     # Raw streams answer at once (history or the next tick): a long deadline only absorbs a loaded machine.
     call = timeseries_pb2_grpc.TimeSeriesServiceStub(channel).Subscribe(request, timeout=3 if buckets else 15)
