@@ -16,7 +16,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tomllib
@@ -29,6 +28,7 @@ import pytest
 import restricted
 import yaml
 from deploy_support import ROOT, SERVICES, run, tool
+from loopback import free_port
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 EXPECTED_PORTS = {"generator": {50051, 9464}, "streamer": {8080}, "operator": {8081}}
@@ -189,12 +189,6 @@ def test_the_builder_steps_produce_the_service_from_exactly_the_copied_files(ser
 
 
 # --- the HEALTHCHECK commands, run against the real services ----------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def healthcheck(service: str) -> list[str]:

@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from liveservices import Launcher, Service, expected_version, health, wait_for
+from liveservices import Launcher, Service, expected_version, health
+from loopback import wait_for
 
 KEYS = ["alpha-key-0001", "beta-key-0002", "gamma-key-0003", "delta-key-0004", "eps-key-0005"]
 FILE_KEY = "file-key-0001"

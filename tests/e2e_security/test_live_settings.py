@@ -13,7 +13,8 @@ import httpx
 import pytest
 import yaml
 from httpx_sse import connect_sse
-from liveservices import Launcher, Service, expected_version, health, wait_for
+from liveservices import Launcher, Service, expected_version, health
+from loopback import wait_for
 
 
 def _configmap_volume(directory: Path, document: dict[str, Any]) -> Path:

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 from httpx_sse import connect_sse
-from liveservices import Launcher, Service, health, wait_for
+from liveservices import Launcher, Service, health
+from loopback import wait_for
 
 
 def _openssl(*args: str, cwd: Path) -> None:

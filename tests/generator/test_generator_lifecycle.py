@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 import pytest
 from generator_streams import StartGenerator, read_messages
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from loopback import free_port
 from pulsestream_generator.server import GeneratorApp
 from pulsestream_generator.settings import GeneratorSettings
 
@@ -91,12 +91,6 @@ async def test_stream_lifecycle_is_logged_at_debug_level(
     assert closed.__dict__["reason"] == "cancelled"
     assert closed.__dict__["points_sent"] >= 6
     assert "series" in rejected.getMessage()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_serving(address: str, proc: asyncio.subprocess.Process, timeout: float = 20) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import httpx
-from traced_stack import Process, iter_events, metrics, total, wait_for
+from loopback import wait_for
+from traced_stack import Process, iter_events, metrics, total
 
 #: What the observability issue asks each service to expose (sample names as the parser reports them).
 STREAMER = {

@@ -19,8 +19,9 @@ from typing import Any
 
 import grpc
 import pytest
+from loopback import wait_for
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from traced_stack import read_stream, start_generator, start_streamer, wait_for
+from traced_stack import read_stream, start_generator, start_streamer
 
 SUBSCRIBE = "pulsestream.v1.TimeSeriesService/Subscribe"
 

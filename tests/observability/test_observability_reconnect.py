@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from traced_stack import Process, hex_id, iter_events, metrics, start_generator, start_streamer, total, wait_for
+from loopback import wait_for
+from traced_stack import Process, hex_id, iter_events, metrics, start_generator, start_streamer, total
 
 SUBSCRIBE = "pulsestream.v1.TimeSeriesService/Subscribe"
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from traced_stack import Process, Stream, hex_id, iter_events, read_stream, wait_for
+from loopback import wait_for
+from traced_stack import Process, Stream, hex_id, iter_events, read_stream
 
 SUBSCRIBE = "pulsestream.v1.TimeSeriesService/Subscribe"
 SERIES = ["cpu", "memory"]

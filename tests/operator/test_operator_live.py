@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import grpc
 import httpx
 import pytest
 from emulated_cluster import CONFIGMAPS, NAMESPACE, STREAMCONFIGS, Cluster, StartOperator, eventually
+from loopback import free_port
 from pulsestream_operator.crd import GROUP, PLURAL, VERSION
 
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
@@ -31,12 +31,6 @@ pytestmark = pytest.mark.kmock(cls=Cluster)
 
 BIN = Path(sys.executable).parent
 PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

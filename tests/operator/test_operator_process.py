@@ -7,24 +7,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from emulated_cluster import CONFIGMAPS, NAMESPACE, Cluster, eventually
+from loopback import free_port
 from pulsestream_operator.crd import GROUP, PLURAL, VERSION
 
 pytestmark = pytest.mark.kmock(cls=Cluster)
 
 SCRIPT = shutil.which("pulsestream-operator", path=str(Path(sys.executable).parent))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def environment(**extra: str) -> dict[str, str]:

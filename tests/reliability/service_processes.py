@@ -10,20 +10,17 @@ Start-up waits on conditions (the gRPC port accepts, ``/health`` answers), never
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from loopback import free_port, port_open, wait_until
 
 BIN = Path(sys.executable).parent
 #: Generator period in the reliability tests: consecutive sequences of a series differ by exactly this.
@@ -33,32 +30,6 @@ START_TIMEOUT = 60.0
 OPEN_LIMITS: dict[str, Any] = {
     "rateLimit": {"requestsPerSecond": 100000, "burst": 100000, "maxStreamsPerClient": 10000}
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
-    return False
-
-
-async def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``condition`` (sync or async) until truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 
-from service_processes import Fleet, wait_until
+from loopback import wait_until
+from service_processes import Fleet
 from sse_clients import EventSource, assert_continuous, following
 
 PATH = "/v1/stream?series=cpu,memory&window=1s"

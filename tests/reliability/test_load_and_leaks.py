@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from service_processes import Fleet, Process, wait_until
+from loopback import wait_until
+from service_processes import Fleet, Process
 from sse_clients import Connection, EventSource, following
 
 STREAMS = [

@@ -17,7 +17,8 @@ import signal
 import time
 
 import grpc
-from service_processes import FREQUENCY_MS, Fleet, wait_until
+from loopback import wait_until
+from service_processes import FREQUENCY_MS, Fleet
 from sse_clients import EventSource, assert_continuous, following, now_ms
 
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc

@@ -13,8 +13,9 @@ import re
 import grpc
 import yaml
 from google.protobuf import duration_pb2
+from loopback import wait_until
 from pulsestream_streamer.settings import StreamerSettings
-from service_processes import OPEN_LIMITS, Fleet, Process, wait_until
+from service_processes import OPEN_LIMITS, Fleet, Process
 from sse_clients import EventSource, assert_continuous, following
 
 from pulsestream.spec import load_spec

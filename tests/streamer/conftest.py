@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from streamer_harness import Generator, Streamer, free_port, run_streamer
+from loopback import free_port
+from streamer_harness import Generator, Streamer, run_streamer
 
 
 @pytest.fixture(scope="session")

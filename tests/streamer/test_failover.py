@@ -5,16 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from streamer_harness import (
-    Event,
-    Generator,
-    assert_contiguous,
-    free_port,
-    run_streamer,
-    seqs_by_series,
-    sse,
-    wait_until,
-)
+from loopback import free_port, wait_until
+from streamer_harness import Event, Generator, assert_contiguous, run_streamer, seqs_by_series, sse
 
 
 async def test_generator_killed_and_restarted_mid_stream_resumes_without_gap(tmp_path: Path) -> None:

@@ -7,17 +7,9 @@ import contextlib
 import socket
 import time
 
+from loopback import wait_until
 from pulsestream_streamer import cursor
-from streamer_harness import (
-    Event,
-    Generator,
-    Streamer,
-    assert_contiguous,
-    run_streamer,
-    seqs_by_series,
-    sse,
-    wait_until,
-)
+from streamer_harness import Event, Generator, Streamer, assert_contiguous, run_streamer, seqs_by_series, sse
 
 
 def position(event: Event) -> int:

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import httpx
-from streamer_harness import BIN, Generator, free_port, sse, wait_until
+from loopback import free_port, wait_until
+from streamer_harness import BIN, Generator, sse
 
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
