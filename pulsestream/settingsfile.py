@@ -1,12 +1,8 @@
 """Watching the live settings file (``PULSESTREAM_SETTINGS_FILE``).
 
-Kubernetes updates a mounted ConfigMap by swapping a ``..data`` symlink to a
-new directory, editors and ``kubectl cp`` replace files by rename, and
-docker-compose bind mounts are edited in place. Inotify misses some of these
-(a watch on the old inode sees nothing), so the watcher polls: every
-``poll_interval`` it reads the file through its path (following symlinks)
-and compares the content hash. Reading a few hundred bytes a second costs
-nothing and works the same on every platform.
+Every ``poll_interval`` the file is re-read by content
+(:class:`~pulsestream.watchedfile.WatchedFile`: follows the ConfigMap symlink
+swap, renames and in-place edits alike).
 
 Guarantees:
 
@@ -22,12 +18,12 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pulsestream.spec import SpecError, StreamSpec, load_spec
+from pulsestream.watchedfile import WatchedFile
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +33,11 @@ class SettingsFile:
 
     def __init__(self, path: str | Path | None, poll_interval: float = 1.0, base: StreamSpec | None = None) -> None:
         self.path = Path(path) if path else None
+        self._file = WatchedFile(self.path) if self.path else None
         self.poll_interval = poll_interval
         self.base = base or StreamSpec()
         self._current = self.base
         self._error: str | None = None
-        self._digest: bytes | None = None
         self.reload()
 
     @property
@@ -61,20 +57,18 @@ class SettingsFile:
 
     def reload(self) -> bool:
         """Read the file now; return ``True`` if the settings in force changed."""
-        if self.path is None:
+        if self._file is None:
             return False
         try:
-            raw = self.path.read_bytes()
+            raw = self._file.read_if_changed()
         except OSError as error:
-            return self._reject(f"cannot read {self.path}: {error.strerror or error}", digest=b"unreadable")
-        digest = hashlib.sha256(raw).digest()
-        if digest == self._digest:
+            return self._reject(f"cannot read {self.path}: {error.strerror or error}")
+        if raw is None:
             return False
-        self._digest = digest
         try:
             spec = load_spec(raw, base=self.base)
         except SpecError as error:
-            return self._reject(f"invalid settings in {self.path}: {error}", digest=digest)
+            return self._reject(f"invalid settings in {self.path}: {error}")
         self._error = None
         if spec == self._current:
             return False
@@ -85,11 +79,10 @@ class SettingsFile:
         self._current = spec
         return True
 
-    def _reject(self, message: str, digest: bytes) -> bool:
+    def _reject(self, message: str) -> bool:
         if message != self._error:
             logger.error("settings rejected, keeping version %s: %s", self._current.version(), message)
         self._error = message
-        self._digest = digest
         return False
 
     async def changes(self) -> AsyncIterator[StreamSpec]:

@@ -31,6 +31,8 @@ import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 
+from pulsestream.watchedfile import WatchedFile
+
 logger = logging.getLogger(__name__)
 
 #: RFC 6750 ``b64token``: the characters a Bearer token may hold, so every key can travel in each of the three ways.
@@ -93,9 +95,9 @@ class KeyStore:
     ) -> None:
         self._env_keys = tuple(env_keys)
         self.key_file = Path(key_file) if key_file else None
+        self._watched = WatchedFile(self.key_file) if self.key_file else None
         self.poll_interval = poll_interval
         self._file_keys: tuple[str, ...] = ()
-        self._file_digest: bytes | None = None
         self._error: str | None = None
         self._digests: tuple[bytes, ...] = ()
         self._rebuild()
@@ -147,22 +149,20 @@ class KeyStore:
 
     def reload(self) -> bool:
         """Read the key file now; return ``True`` if the keys in force changed."""
-        if self.key_file is None:
+        if self._watched is None:
             return False
         try:
-            raw = self.key_file.read_bytes()
+            raw = self._watched.read_if_changed()
         except OSError as error:
-            return self._reject(f"cannot read key file {self.key_file}: {error.strerror or error}", b"unreadable")
-        digest = hashlib.sha256(raw).digest()
-        if digest == self._file_digest:
+            return self._reject(f"cannot read key file {self.key_file}: {error.strerror or error}")
+        if raw is None:
             return False
         try:
             keys = parse_keys(raw.decode("utf-8", "replace"))
         except InvalidKeyError as error:
-            return self._reject(f"key file {self.key_file}: {error}", digest)
-        self._file_digest = digest
+            return self._reject(f"key file {self.key_file}: {error}")
         if not keys:
-            self._reject(f"key file {self.key_file} holds no keys", digest)
+            self._reject(f"key file {self.key_file} holds no keys")
         else:
             self._error = None
         if tuple(keys) == self._file_keys:
@@ -172,13 +172,12 @@ class KeyStore:
         logger.info("API keys reloaded", extra={"keys": self.count, "key_file": str(self.key_file)})
         return True
 
-    def _reject(self, message: str, digest: bytes) -> bool:
+    def _reject(self, message: str) -> bool:
         # An unreadable or invalid file leaves the last good keys in force: a rename in progress must not lock
         # everyone out. An empty file is applied (it is how all file keys are revoked) and the store stays closed.
         if message != self._error:
             logger.error("API key file rejected, keeping %d keys: %s", self.count, message)
         self._error = message
-        self._file_digest = digest
         return False
 
     def _rebuild(self) -> None:
