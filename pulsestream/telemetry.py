@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
-__all__ = ["configure", "extract_context", "inject_metadata"]
+__all__ = ["configure", "configure_or_exit", "extract_context", "inject_metadata"]
 
 
 def _one_line(span: ReadableSpan) -> str:
@@ -89,6 +89,15 @@ def configure(
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def configure_or_exit(service_name: str) -> TracerProvider | None:
+    """:func:`configure` for an entry point: an ``OTEL_*`` value it cannot use prints one line and exits 2."""
+    try:
+        return configure(service_name)
+    except ValueError as error:
+        print(f"{service_name}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def inject_metadata(ctx: otel_context.Context | None = None) -> list[tuple[str, str]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Callable
 
 from pulsestream import logs, telemetry
@@ -50,11 +49,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def main() -> None:
     settings = GeneratorSettings.from_env_or_exit("pulsestream-generator")
     logs.configure(settings.log_level, settings.log_format, "pulsestream-generator")
-    try:
-        provider = telemetry.configure("pulsestream-generator")
-    except ValueError as error:  # an OTEL_* value the SDK set-up cannot use
-        print(f"pulsestream-generator: {error}", file=sys.stderr)
-        sys.exit(2)
+    provider = telemetry.configure_or_exit("pulsestream-generator")
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(settings))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import sys
 from types import FrameType
 
 import uvicorn
@@ -87,11 +86,7 @@ def main() -> None:
     """Console script entry point."""
     settings = StreamerSettings.from_env_or_exit("pulsestream-streamer")
     logs.configure(settings.log_level, settings.log_format, "streamer")
-    try:
-        provider = telemetry.configure("pulsestream-streamer")
-    except ValueError as error:  # an OTEL_* value the SDK set-up cannot use
-        print(f"pulsestream-streamer: {error}", file=sys.stderr)
-        sys.exit(2)
+    provider = telemetry.configure_or_exit("pulsestream-streamer")
     server = build_server(settings)
     redaction.install(server.streamer_app.state.access.keys.secrets)  # keys never reach a log line
     with tracing.exporting_until_exit(provider, server.handle_exit):  # batched spans flushed before exit
