@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import yaml
 from loopback import free_port, wait_for
+from processes import stop_process
 
 from pulsestream.spec import load_spec
 
@@ -56,13 +57,7 @@ class Service:
         os.replace(tmp, self.settings_path)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 def _spawn(name: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import orjson
 from loopback import free_port, port_open, wait_for
+from processes import stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 BIN = Path(sys.executable).parent
@@ -66,13 +67,7 @@ class Process:
         return self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
     def diagnostics(self) -> str:
         return f"--- {self.name} stderr ---\n" + self.stderr.read_text(errors="replace")[-4000:]

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import yaml
 from loopback import free_port, port_open, wait_until
+from processes import stop_process
 
 BIN = Path(sys.executable).parent
 #: Generator period in the reliability tests: consecutive sequences of a series differ by exactly this.
@@ -100,13 +101,8 @@ class Process:
         if not self.alive():
             return
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        self.proc.send_signal(signal.SIGCONT)  # a frozen process cannot act on SIGTERM
+        stop_process(self.proc)
 
     # --- what the kernel says ---------------------------------------------------------------------
 

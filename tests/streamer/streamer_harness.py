@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import orjson
 from loopback import port_open, wait_until
+from processes import stop_process
 from pulsestream_streamer.__main__ import StreamerServer, build_server
 from pulsestream_streamer.settings import StreamerSettings
 
@@ -78,13 +79,7 @@ class Generator:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, grace=15)
 
 
 @dataclass
