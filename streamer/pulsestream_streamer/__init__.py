@@ -1,16 +1,22 @@
 """pulsestream streamer: one shared gRPC subscription per (series, resolution), fanned out to browsers over SSE.
 
-Data flow (see the README's "Streamer" section for the wire format)::
+The sub-packages are the layers, top to bottom (``lint-imports`` enforces that
+each imports only those below it)::
 
-    upstream.py  gRPC Subscribe per topic, reconnect + failover + resume
-        -> topic.py       one (series, resolution): sequencing.py (duplicates, reordering,
-                          gaps) and ring.py (bounded history for snapshots and resume)
-        -> feed.py        identical streams: each batch encoded once per shape,
-                          one event (and one chunk) per flush for all of them
-        -> hub.py         topics and feeds, the flush loop, joining and resume (cursor.py)
-        -> registry.py    clients: bounded queues, slow consumers, heartbeats, lifetime
-        -> sse.py         framing and the per-connection writer
-    app.py / __main__.py  the HTTP routes and the uvicorn server around them
+    http/           the FastAPI app, the SSE route and its writer, params, the uvicorn server
+    fanout/         hub -> topics (one upstream stream each) -> feeds (encode once) -> client queues
+    upstream/       gRPC channels, Subscribe/ListSeries, reconnect + failover + resume, the catalogue
+    settings.py     the process settings (STREAMER_*)
+    access/         API keys, client identity, rate limits, log redaction  | independent of
+    observability/  Prometheus metrics and OpenTelemetry spans              | each other
+    core/           pure logic: samples, sequencing, ring, cursors, shapes, SSE framing, backoff
+
+Data flows upstream -> fanout -> http: ``upstream.follow`` keeps a topic
+subscribed; the topic orders points (``core.sequencing``), keeps them
+(``core.ring``) and hands each batch, encoded once per format
+(``core.shape``), to its feeds; a flush turns a feed's batches into ONE
+``points`` event that every client's queue references; the HTTP writer
+sends each client's queue as one write.
 """
 
 from importlib import metadata

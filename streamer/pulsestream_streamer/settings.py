@@ -21,8 +21,8 @@ from pydantic import Field, ValidationInfo, field_validator
 from pulsestream.durations import Duration, within
 from pulsestream.envsettings import EnvSettings
 from pulsestream.spec import DEFAULT_SERIES, SERIES_NAME_PATTERN, StreamSpec
-from pulsestream_streamer.auth import parse_keys
-from pulsestream_streamer.clientid import parse_networks
+from pulsestream_streamer.access.clientid import parse_networks
+from pulsestream_streamer.access.keys import parse_keys
 
 __all__ = ["StreamerSettings"]
 

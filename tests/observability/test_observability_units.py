@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from pulsestream_generator.tracing import peer_attributes
-from pulsestream_streamer import tracing
+from pulsestream_streamer.observability import tracing
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pulsestream_streamer import cursor as cursors
+from pulsestream_streamer.core import cursor as cursors
 from service_processes import Fleet, Process
 
 from pulsestream.v1 import random_pb2, random_pb2_grpc, timeseries_pb2, timeseries_pb2_grpc

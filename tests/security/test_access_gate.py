@@ -6,10 +6,10 @@ from typing import Any
 
 import httpx
 import pytest
-from pulsestream_streamer.access import AccessGate, AccessMiddleware
-from pulsestream_streamer.auth import KeyStore
-from pulsestream_streamer.clientid import ClientIdentifier, parse_networks
-from pulsestream_streamer.ratelimit import RateLimiter
+from pulsestream_streamer.access.clientid import ClientIdentifier, parse_networks
+from pulsestream_streamer.access.gate import AccessGate, AccessMiddleware
+from pulsestream_streamer.access.keys import KeyStore
+from pulsestream_streamer.access.ratelimit import RateLimiter
 from starlette.types import Receive, Scope, Send
 
 from pulsestream.spec import RateLimit

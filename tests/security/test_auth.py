@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from pulsestream_streamer.auth import OPEN_MODE_WARNING, InvalidKeyError, KeyStore, parse_keys, presented_key
+from pulsestream_streamer.access.keys import OPEN_MODE_WARNING, InvalidKeyError, KeyStore, parse_keys, presented_key
 
 
 class CaseInsensitive(dict[str, str]):

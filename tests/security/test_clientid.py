@@ -7,8 +7,8 @@ import ipaddress
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pulsestream_streamer.auth import KEY_PATTERN
-from pulsestream_streamer.clientid import ClientIdentifier, key_id, parse_networks
+from pulsestream_streamer.access.clientid import ClientIdentifier, key_id, parse_networks
+from pulsestream_streamer.access.keys import KEY_PATTERN
 
 PROXIES = parse_networks("10.0.0.0/8, 192.168.1.1, fd00::/8")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pulsestream_streamer.ratelimit import STREAM_RETRY_AFTER, RateLimiter, retry_after_header
+from pulsestream_streamer.access.ratelimit import STREAM_RETRY_AFTER, RateLimiter, retry_after_header
 
 from pulsestream.spec import RateLimit
 

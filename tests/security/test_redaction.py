@@ -9,8 +9,8 @@ from urllib.parse import quote
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from pulsestream_streamer.auth import KEY_PATTERN
-from pulsestream_streamer.redaction import REDACTED, RedactingFilter, redact
+from pulsestream_streamer.access.keys import KEY_PATTERN
+from pulsestream_streamer.access.redaction import REDACTED, RedactingFilter, redact
 
 from pulsestream.logs import JsonFormatter, TextFormatter
 

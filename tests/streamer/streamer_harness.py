@@ -30,7 +30,7 @@ import httpx
 import orjson
 from loopback import port_open, wait_until
 from processes import stop_process
-from pulsestream_streamer.__main__ import StreamerServer, build_server
+from pulsestream_streamer.http.server import StreamerServer, build_server
 from pulsestream_streamer.settings import StreamerSettings
 
 BIN = Path(sys.executable).parent

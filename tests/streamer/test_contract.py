@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from pulsestream_streamer import cursor as cursors
+from pulsestream_streamer.core import cursor as cursors
 from streamer_harness import FREQUENCY_MS, Generator, Streamer, assert_contiguous, run_streamer, seqs_by_series, sse
 
 

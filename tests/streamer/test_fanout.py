@@ -8,7 +8,7 @@ import socket
 import time
 
 from loopback import wait_until
-from pulsestream_streamer import cursor
+from pulsestream_streamer.core import cursor
 from streamer_harness import Event, Generator, Streamer, assert_contiguous, run_streamer, seqs_by_series, sse
 
 
@@ -97,15 +97,21 @@ async def test_a_stalled_client_is_dropped_without_delaying_others_and_its_memor
 
 
 async def test_clients_joining_together_share_one_encoded_snapshot(streamer: Streamer) -> None:
-    from pulsestream_streamer.hub import StreamRequest
+    from pulsestream_streamer.core.clock import epoch_ms
+    from pulsestream_streamer.core.request import StreamRequest
 
     async with sse(streamer.url + "/v1/stream?series=cpu,memory&window=30s") as reader:
         await reader.next()
         hub = streamer.state.hub
         feed = next(iter(hub.feeds.values()))
         request = StreamRequest(series=("cpu", "memory"), resolution="raw", window_ms=30_000, fmt="d3")
-        first = hub._snapshot(feed, request, resumed=False)
-        again = hub._snapshot(feed, request, resumed=False)
+        now = epoch_ms()
+
+        def snapshot(request: StreamRequest) -> bytes:
+            return feed.snapshot(request, hub.catalogue.current, now_ms=now, resumed=False, retry_ms=2000)
+
+        first = snapshot(request)
+        again = snapshot(request)
         assert again is first, "encoded once until the next flush (no await in between)"
-        other_window = hub._snapshot(feed, StreamRequest(("cpu", "memory"), "raw", 10_000, "d3"), resumed=False)
+        other_window = snapshot(StreamRequest(("cpu", "memory"), "raw", 10_000, "d3"))
         assert other_window != first

@@ -9,14 +9,14 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pulsestream_streamer import cursor as cursors
-from pulsestream_streamer import shape, sse
-from pulsestream_streamer.catalogue import SeriesInfo
-from pulsestream_streamer.registry import ClientLimits, Registry
-from pulsestream_streamer.ring import Ring
-from pulsestream_streamer.samples import Sample
-from pulsestream_streamer.sequencing import Sequencer
-from pulsestream_streamer.upstream import Backoff
+from pulsestream_streamer.core import cursor as cursors
+from pulsestream_streamer.core import shape, sse
+from pulsestream_streamer.core.backoff import Backoff
+from pulsestream_streamer.core.catalogue import SeriesInfo
+from pulsestream_streamer.core.ring import Ring
+from pulsestream_streamer.core.samples import Sample
+from pulsestream_streamer.core.sequencing import Sequencer
+from pulsestream_streamer.fanout.clients import ClientLimits, Registry
 
 
 def run(first: int, count: int, step: int = 10, prev: int | None = None) -> list[Sample]:

@@ -1,7 +1,8 @@
 """Which generator refusals mean "history lost", and which make the streamer try another replica."""
 
 import pytest
-from pulsestream_streamer.upstream import UpstreamError, _address_at_fault, _history_lost
+from pulsestream_streamer.upstream.errors import UpstreamError
+from pulsestream_streamer.upstream.follow import _address_at_fault, _history_lost
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,19 @@ class StreamerMetrics:
         self.duplicates = Counter(
             f"{ns}_upstream_duplicates", "Points dropped as duplicates by sequencing.", registry=self.registry
         )
+        self.connection_paths = Counter(
+            f"{ns}_sse_connections_by_path",
+            "SSE connections by how they are written: fast (uvicorn's connection, direct writes), "
+            "no_direct_writes (uvicorn's connection without chunked framing), fallback (through ASGI only).",
+            ["path"],
+            registry=self.registry,
+        )
+        self.requests_refused = Counter(
+            f"{ns}_requests_refused",
+            "Requests refused by the access gate, by reason (unauthorized, rate_limited, too_many_streams).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.topics = Gauge(f"{ns}_topics", "Active (series, resolution) topics.", registry=self.registry)
         self.delivery_lag = Histogram(
             f"{ns}_delivery_lag_seconds",

@@ -13,7 +13,7 @@ probes are never throttled):
 1. the client is identified (:mod:`.clientid`: an accepted key, else the address);
 2. the client's token bucket must hold a token, else ``429`` + ``Retry-After``
    (before the key check, so guessing keys is throttled too);
-3. the key must be accepted (:mod:`.auth`), else ``401`` + ``WWW-Authenticate: Bearer``;
+3. the key must be accepted (:mod:`.keys`), else ``401`` + ``WWW-Authenticate: Bearer``;
 4. for ``/v1/stream``, the client must hold fewer than ``maxStreamsPerClient``
    streams, else ``429`` + ``Retry-After``.
 
@@ -33,16 +33,13 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pulsestream.settingsfile import SettingsFile
 from pulsestream.spec import RateLimit
-from pulsestream_streamer.auth import KeyStore, parse_keys, presented_key
-from pulsestream_streamer.clientid import ClientIdentifier, parse_networks
-from pulsestream_streamer.ratelimit import RateLimiter, retry_after_header
-from pulsestream_streamer.settings import StreamerSettings
+from pulsestream_streamer.access.clientid import ClientIdentifier
+from pulsestream_streamer.access.keys import KeyStore, presented_key
+from pulsestream_streamer.access.ratelimit import RateLimiter, retry_after_header
 
 logger = logging.getLogger(__name__)
 
@@ -98,35 +95,6 @@ class AccessGate:
         """Count a refusal (``unauthorized``, ``rate_limited``, ``too_many_streams``) if a counter is wired."""
         if self.on_refused is not None:
             self.on_refused(code)
-
-
-def build_gate(
-    settings: StreamerSettings, settings_file: SettingsFile, registry: CollectorRegistry | None = None
-) -> AccessGate:
-    """The gate for ``settings``, following ``settings_file``'s live rate limits; says at start-up if /v1 is open."""
-    keys = KeyStore(
-        parse_keys(settings.api_keys, ","),
-        settings.api_keys_file or None,
-        poll_interval=settings.settings_poll_interval.seconds,
-    )
-    keys.log_mode()
-    refused = None
-    if registry is not None:
-        counter = Counter(
-            "pulsestream_streamer_requests_refused",
-            "Requests refused by the access gate, by reason (unauthorized, rate_limited, too_many_streams).",
-            ["reason"],
-            registry=registry,
-        )
-        refused = lambda reason: counter.labels(reason).inc()  # noqa: E731
-    return AccessGate(
-        keys,
-        ClientIdentifier(parse_networks(settings.trusted_proxies)),
-        RateLimiter(settings_file.current.rate_limit),
-        lambda: settings_file.current.rate_limit,
-        protect_health_and_metrics=settings.protect_health_and_metrics,
-        on_refused=refused,
-    )
 
 
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]

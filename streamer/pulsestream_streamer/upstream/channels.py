@@ -1,31 +1,20 @@
-"""The gRPC side: one shared channel per generator address, the Subscribe call, reconnect and failover.
+"""The gRPC side: one shared channel per generator address, the Subscribe and ListSeries calls.
 
-- :class:`Upstream` owns the channels (created lazily, one per address in
-  ``STREAMER_GENERATOR_ADDRESS``, shared by every subscription, closed on
-  shutdown) and knows which address is current. :meth:`Upstream.subscribe`
-  is the ONE place a ``Subscribe`` call is made (tracing wraps it there);
-  :meth:`Upstream.list_series` the one ``ListSeries`` call (deadline and
-  retry policy from the service config).
-- :func:`follow` keeps one topic's stream alive: on failure it tells the
-  topic (which tells its clients with an ``error`` event), moves to the next
-  address, waits with exponential backoff and full jitter under a cap, and
-  resubscribes ``after_sequence`` = the last sequence the topic holds, so the
-  browser sees no gap and no duplicate. ``RESOURCE_EXHAUSTED`` (the generator
-  dropped us for being slow) and a gap found by the sequencer resubscribe at
-  once; a start the generator no longer holds restarts from the window and
-  reports the hole.
+:class:`Upstream` owns the channels (created lazily, one per address in
+``STREAMER_GENERATOR_ADDRESS``, shared by every subscription, closed on
+shutdown) and knows which address is current. :meth:`Upstream.subscribe` is
+the ONE place a ``Subscribe`` call is made (tracing wraps it there);
+:meth:`Upstream.list_series` the one ``ListSeries`` call (deadline and retry
+policy from the service config).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import random
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -33,50 +22,16 @@ from google.protobuf import timestamp_pb2
 
 from pulsestream import telemetry
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
-from pulsestream_streamer.catalogue import Catalogue, SeriesInfo
-from pulsestream_streamer.samples import Sample, from_point
+from pulsestream_streamer.core.catalogue import Catalogue, SeriesInfo
+from pulsestream_streamer.core.samples import Sample, from_point
 from pulsestream_streamer.settings import StreamerSettings
+from pulsestream_streamer.upstream.errors import Start, UpstreamError
 
-__all__ = ["Backoff", "Start", "TopicSink", "Upstream", "UpstreamError", "follow"]
+__all__ = ["Upstream", "channel_credentials", "channel_options", "samples_of"]
 
 logger = logging.getLogger(__name__)
 
 _SERVICE = "pulsestream.v1.TimeSeriesService"
-
-
-class UpstreamError(RuntimeError):
-    """The generator could not answer (down, or rejected the request); ``code`` is the gRPC status name."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(frozen=True, slots=True)
-class Start:
-    """Where a subscription starts: after a sequence (resume), at a time (window), or live."""
-
-    after: int | None = None
-    time_ms: int | None = None
-
-
-class Backoff:
-    """Exponential backoff with full jitter and a cap (pure; ``rng`` injectable for tests)."""
-
-    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
-        self.base = base
-        self.cap = cap
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next(self) -> float:
-        """The delay before the next attempt: uniform in [base/2, min(cap, base * 2**attempt)]."""
-        ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 30)))
-        self.attempt += 1
-        return self._rng.uniform(min(self.base / 2, ceiling), ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 def _timestamp_ms(point: timeseries_pb2.Point) -> int:
@@ -239,107 +194,3 @@ class Upstream:
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             await channel.close(grace=None)
-
-
-class TopicSink(Protocol):
-    """What :func:`follow` needs from a topic."""
-
-    series: str
-    resolution: str
-
-    def resume_point(self) -> Start:
-        """Where to (re)subscribe: after the last held sequence, or the window start when empty."""
-        ...
-
-    def deliver(self, samples: list[Sample]) -> bool:
-        """Take new points; return False when the sequencer found a gap (resubscribe now)."""
-        ...
-
-    def upstream_down(self, code: str, message: str) -> None: ...
-
-    def upstream_up(self) -> None: ...
-
-    def start_lost(self, message: str) -> None:
-        """The generator no longer holds the resume point: forget it, restart from the window."""
-        ...
-
-
-async def follow(upstream: Upstream, topic: TopicSink, on_reconnect: Any = None) -> None:
-    """Keep ``topic`` subscribed until cancelled (reconnect, failover, resume). Never returns normally."""
-    settings = upstream.settings
-    backoff = Backoff(settings.reconnect_base.seconds, settings.reconnect_cap.seconds)
-    first = True
-    rejected = 0
-    while True:
-        address = upstream.address
-        start = topic.resume_point()
-        outage: UpstreamError | None = None
-        if not first and on_reconnect is not None:
-            on_reconnect()
-        first = False
-        logger.debug(
-            "upstream subscribe",
-            extra={"series": topic.series, "resolution": topic.resolution, "address": address, "after": start.after},
-        )
-        stream = upstream.subscribe([topic.series], topic.resolution, start, address)
-        up = False
-        try:
-            async for response in stream:
-                if not up:
-                    up = True
-                    rejected = 0
-                    backoff.reset()
-                    topic.upstream_up()
-                if not topic.deliver(samples_of(response, topic.series)):
-                    logger.info("sequence gap, resubscribing", extra={"series": topic.series})
-                    break
-            else:
-                outage = UpstreamError("UNAVAILABLE", f"stream from {address} ended")
-        except UpstreamError as error:
-            if error.code == "RESOURCE_EXHAUSTED":
-                logger.info("upstream dropped us as slow, resubscribing", extra={"series": topic.series})
-                if not up:  # dropped again before a single message: do not spin
-                    await asyncio.sleep(backoff.next())
-                continue
-            if error.code == "INVALID_ARGUMENT" and _history_lost(error) and rejected < 3:
-                # The generator no longer holds our start (restarted with less history, clocks apart).
-                rejected += 1
-                topic.start_lost(str(error))
-                continue
-            outage = error
-        except Exception as error:  # a bug or a protocol surprise: log it, treat as an outage, keep going
-            logger.exception("upstream stream failed", extra={"series": topic.series})
-            outage = UpstreamError("INTERNAL", str(error))
-        finally:
-            await stream.aclose()
-        if outage is not None:
-            topic.upstream_down(outage.code, str(outage))
-            if _address_at_fault(outage):
-                upstream.failover(address)
-            delay = backoff.next()
-            logger.info(
-                "upstream down, retrying in %.2fs: %s %s",
-                delay,
-                outage.code,
-                outage,
-                extra={"series": topic.series, "address": address},
-            )
-            await asyncio.sleep(delay)
-
-
-def _history_lost(error: UpstreamError) -> bool:
-    """The generator refused our start because it no longer holds the points after it.
-
-    Only this refusal means "restart from the window"; other INVALID_ARGUMENTs (a resume point in
-    the future on a replica whose clock is behind, a series removed from the settings) keep what
-    the topic holds and are retried as outages, so clients get no duplicates and no false hole.
-    """
-    text = str(error)
-    return "no longer retained" in text or "older than the retention window" in text
-
-
-def _address_at_fault(error: UpstreamError) -> bool:
-    """Whether another replica might do better: not for a series every replica lacks (NOT_FOUND, unknown)."""
-    if error.code == "NOT_FOUND":
-        return False
-    return not (error.code == "INVALID_ARGUMENT" and "unknown series" in str(error))

@@ -1,4 +1,4 @@
-"""``/v1/stream`` query parameters: validated into a :class:`~pulsestream_streamer.hub.StreamRequest`.
+"""``/v1/stream`` query parameters: validated into a :class:`~pulsestream_streamer.core.request.StreamRequest`.
 
 Every problem is a :class:`BadParameter` naming the parameter, which the app
 turns into ``400`` with a JSON body. A ``Last-Event-ID`` that is not a cursor
@@ -14,9 +14,9 @@ from collections.abc import Mapping
 
 from pulsestream.durations import parse_seconds
 from pulsestream.spec import RESOLUTIONS, SERIES_NAME_PATTERN
-from pulsestream_streamer import cursor as cursors
-from pulsestream_streamer.catalogue import Catalogue
-from pulsestream_streamer.hub import StreamRequest
+from pulsestream_streamer.core import cursor as cursors
+from pulsestream_streamer.core.catalogue import Catalogue
+from pulsestream_streamer.core.request import StreamRequest
 from pulsestream_streamer.settings import StreamerSettings
 
 __all__ = ["BadParameter", "parse_stream_request"]

@@ -19,8 +19,8 @@ from typing import Any, Literal
 import orjson
 
 from pulsestream.spec import RESOLUTIONS
-from pulsestream_streamer.catalogue import SeriesInfo
-from pulsestream_streamer.samples import Sample
+from pulsestream_streamer.core.catalogue import SeriesInfo
+from pulsestream_streamer.core.samples import Sample
 
 __all__ = [
     "FORMATS",

@@ -2,7 +2,7 @@
 
 The ring holds at most about ``capacity`` points of one (series, resolution),
 in sequence order, with no hole: every point's predecessor is the point before
-it (the :class:`~pulsestream_streamer.sequencing.Sequencer` guarantees that
+it (the :class:`~pulsestream_streamer.core.sequencing.Sequencer` guarantees that
 before points get here). Because it is contiguous, "every point after
 sequence ``s``" is answerable exactly whenever ``s`` is not older than the
 predecessor of the oldest point held (:meth:`Ring.covers`).
@@ -16,7 +16,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from operator import attrgetter
 
-from pulsestream_streamer.samples import Sample
+from pulsestream_streamer.core.samples import Sample
 
 __all__ = ["Ring"]
 

@@ -1,8 +1,11 @@
 """Connected SSE clients: ids, bounded queues, slow-consumer handling, heartbeats and lifetime limits.
 
 Each client has a queue of *references* to shared, pre-encoded frames. The
-hub appends to it once per flush; the client's writer (:func:`sse.write_stream`)
-sends everything queued as one write. A client whose queue passes
+feed appends to it once per flush; the client's writer (the HTTP layer's
+:func:`~pulsestream_streamer.http.stream.write_stream`) sends everything
+queued as one write. When the connection is idle, a flush may skip the queue
+and hand the pre-framed chunk straight to the connection (:class:`DirectWrite`,
+which the HTTP layer provides for the servers it knows). A client whose queue passes
 ``buffer_size`` events or ``client_max_queue_bytes`` bytes is a slow consumer:
 its queue is dropped (memory released at once), it gets one ``error`` event
 ``{"code": "slow_consumer"}`` and its stream ends, so the browser's
@@ -27,11 +30,10 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
-from pulsestream_streamer.sse import error_frame
+from pulsestream_streamer.core.sse import error_frame
 
-__all__ = ["Client", "ClientLimits", "Registry"]
+__all__ = ["Client", "ClientLimits", "DirectWrite", "Registry"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +56,18 @@ class ClientLimits:
     write_buffer: int = 16 * 1024
 
 
+#: Writes a pre-framed chunk straight to the connection when it can take it now (idle transport, not
+#: paused by flow control, peer still there) and says whether it did; False leaves the chunk to the queue.
+DirectWrite = Callable[[bytes], bool]
+
+
 class Client:
-    """One SSE connection: its queue, its state, and what it is subscribed to."""
+    """One SSE connection: its queue and its state."""
 
     __slots__ = (
         "_abort",
         "_closing",
-        "_cycle",
+        "_direct",
         "_gone",
         "_queue",
         "_queued_bytes",
@@ -70,7 +77,6 @@ class Client:
         "connected_at",
         "deadline",
         "events_dropped",
-        "feed",
         "id",
         "key",
         "last_write",
@@ -92,7 +98,6 @@ class Client:
         self.events_dropped = 0
         lifetime = limits.max_lifetime
         self.deadline = now + lifetime * random.uniform(0.9, 1.1) if lifetime > 0 else 0.0
-        self.feed: object | None = None
         #: Returns True once the peer has gone (set by the HTTP layer when the server can tell).
         self.probe: Callable[[], bool] | None = None
         self.reason = ""
@@ -102,7 +107,7 @@ class Client:
         self._closing = False
         self._gone = False
         self._abort: Callable[[], None] | None = None
-        self._cycle: Any = None
+        self._direct: DirectWrite | None = None
 
     # --- producer side (hub, sweep) ---------------------------------------------------------------
 
@@ -123,32 +128,24 @@ class Client:
                 waiter.set_result(None)
 
     def deliver(self, event: bytes, chunk: bytes, now: float) -> None:
-        """Send a shared event: straight to the socket when the connection is idle, else queue it.
+        """Send a shared event: straight to the connection when it is idle, else queue it.
 
         ``chunk`` is ``event`` in HTTP/1.1 chunked framing (built once per flush for all
-        clients). When nothing is queued, the writer is not mid-write, the transport is not
-        paused by flow control and the peer is still there, the chunk goes to the transport
-        at once: no task wake-up, no copy, one C call. Anything else takes the queue and the
-        writer, which keeps order, backpressure and slow-consumer handling exactly as before.
+        clients). When nothing is queued, the writer is not mid-write and the connection's
+        :class:`DirectWrite` takes the chunk, it is written at once: no task wake-up, no copy.
+        Anything else takes the queue and the writer, which keeps order, backpressure and
+        slow-consumer handling exactly as before.
         """
-        cycle = self._cycle
-        if (
-            cycle is not None
-            and not self._queue
-            and not self.blocked_since
-            and not self._closing
-            and not cycle.flow.write_paused
-            and not cycle.disconnected
-        ):
-            cycle.transport.write(chunk)
+        direct = self._direct
+        if direct is not None and not self._queue and not self.blocked_since and not self._closing and direct(chunk):
             self.bytes_sent += len(event)
             self.last_write = now
             return
         self.push(event)
 
-    def attach(self, cycle: Any) -> None:
-        """Allow :meth:`deliver` to write to this uvicorn connection directly (see ``sse.write_stream``)."""
-        self._cycle = cycle
+    def attach(self, direct: DirectWrite | None) -> None:
+        """Let :meth:`deliver` write to this connection directly (the HTTP layer provides ``direct``)."""
+        self._direct = direct
 
     def prime(self, first: bytes) -> None:
         """Put the stream's first bytes (retry + snapshot) in front, outside the queue bounds."""
@@ -204,6 +201,11 @@ class Client:
         self._queue = []
         self._queued_bytes = 0
         self._wake()
+
+    @property
+    def writes_directly(self) -> bool:
+        """Whether flushes may write to this connection without the queue (see :meth:`deliver`)."""
+        return self._direct is not None
 
     @property
     def gone(self) -> bool:

@@ -22,7 +22,7 @@ Pure logic, no I/O; tested directly.
 
 from __future__ import annotations
 
-from pulsestream_streamer.samples import Sample
+from pulsestream_streamer.core.samples import Sample
 
 __all__ = ["Sequencer"]
 
