@@ -9,10 +9,13 @@ as one point with itself as every statistic. Its ``seq`` and ``t`` are its
 start, ``v`` its mean, ``prev`` the start of the bucket before it.
 
 A bucket is emitted when it *closes*: at the first input at or after its end,
-as the generator does, since inputs only move forward. :func:`rollup` builds
-every closed bucket from a history (a topic's ring), dropping a first bucket
-that the history does not hold whole; :class:`Roller` then continues with the
-inputs that follow, so history and live points are the same buckets.
+as the generator does, since inputs only move forward. A roller's first
+bucket counts only when nothing of it can be missing: its first input's
+predecessor (``prev``) is before the bucket's start, or there is none (the
+series starts there); else it is skipped (a ring trimmed mid-bucket). So
+:func:`rollup` over a topic's ring, then :meth:`Roller.take` on the inputs that
+follow, give the same buckets as the whole history would: snapshots and live
+points are one set of buckets.
 """
 
 from __future__ import annotations
@@ -29,16 +32,16 @@ class Roller:
 
     __slots__ = ("_count", "_first", "_last", "_max", "_min", "_sum", "partial", "prev", "start", "width")
 
-    def __init__(self, width: int, prev: int = 0, *, partial: bool = False) -> None:
+    def __init__(self, width: int) -> None:
         if width <= 0:
             raise ValueError("bucket width must be positive")
         self.width = width
-        #: Start of the last bucket emitted (the ``prev`` link of the next one), 0 = none.
-        self.prev = prev
-        #: Start of the open bucket, -1 = none open.
+        #: Start of the last bucket before the open one (the ``prev`` link of the next one), 0 = none.
+        self.prev = 0
+        #: Start of the open bucket, -1 = none open yet.
         self.start = -1
         #: The open bucket began before the inputs did: when it closes it is skipped, not emitted.
-        self.partial = partial
+        self.partial = False
         self._count = 0
         self._min = self._max = self._sum = self._first = self._last = 0.0
 
@@ -69,12 +72,14 @@ class Roller:
             else:
                 count, low, high, total, first, last = 1, s.v, s.v, s.v, s.v, s.v
             if start != self.start:
-                if self.start >= 0:
-                    if self.partial:
-                        self.partial = False
-                        self.prev = self.start
-                    else:
-                        closed.append(self._close())
+                if self.start < 0:  # the first input: is its bucket whole?
+                    self.partial = bool(s.prev) and s.prev >= start
+                    self.prev = s.prev - s.prev % width if s.prev else 0
+                elif self.partial:
+                    self.partial = False
+                    self.prev = self.start
+                else:
+                    closed.append(self._close())
                 self.start = start
                 self._count, self._min, self._max, self._sum, self._first = count, low, high, total, first
             else:
@@ -87,18 +92,8 @@ class Roller:
 
 
 def rollup(history: Sequence[Sample], width: int) -> tuple[list[Sample], Roller]:
-    """Every closed bucket of ``width`` the contiguous ``history`` holds whole, and a roller for what follows.
-
-    The first bucket counts only when nothing of it can be missing: the oldest input's
-    predecessor (``prev``) is before the bucket's start, or there is none (series start).
-    """
-    if not history:
-        return [], Roller(width)
-    oldest = history[0]
-    start = oldest.t - oldest.t % width
-    whole = not oldest.prev or oldest.prev < start
-    before = oldest.prev - oldest.prev % width if oldest.prev else 0
-    roller = Roller(width, before, partial=not whole)
+    """Every closed bucket of ``width`` that the contiguous ``history`` holds whole, and the roller to go on with."""
+    roller = Roller(width)
     return roller.take(history), roller
 
 
@@ -106,6 +101,6 @@ def summarise(samples: Sequence[Sample], width: int) -> list[Sample]:
     """Every bucket of ``samples``, the last one (open) included: for tests and one-off reductions."""
     roller = Roller(width)
     closed = roller.take(samples)
-    if roller.start >= 0:
+    if roller.start >= 0 and not roller.partial:
         closed.append(roller._close())
     return closed

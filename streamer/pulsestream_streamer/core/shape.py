@@ -30,6 +30,7 @@ __all__ = [
     "points_body",
     "points_meta",
     "snapshot_body",
+    "snapshot_ends",
     "snapshot_meta",
 ]
 
@@ -98,17 +99,26 @@ def snapshot_meta(
     infos: Sequence[SeriesInfo],
     window_ms: int,
     now_ms: int,
+    *,
+    bucket_ms: int | None = None,
+    max_points: int | None = None,
 ) -> dict[str, Any]:
-    """Axis hints for a chart: fields, units, x and y domains, resolution and bucket width."""
+    """Axis hints for a chart: fields, units, x and y domains, view (resolution) and bucket width.
+
+    ``resolution`` is the view's name (``raw``, ``1s``, or a width the streamer builds such as
+    ``500ms``); ``maxPoints`` is repeated when the request reduced the stream.
+    """
     ranges = [(info.expected_min, info.expected_max) for info in infos if info.expected_max > info.expected_min]
     meta: dict[str, Any] = {
         "resolution": resolution,
-        "bucketMs": round(RESOLUTIONS[resolution] * 1000),
+        "bucketMs": round(RESOLUTIONS[resolution] * 1000) if bucket_ms is None else bucket_ms,
         "windowMs": window_ms,
         "fields": list(columns(resolution)),
         "units": {info.name: info.unit for info in infos},
         "series": [info.to_json() for info in infos],
     }
+    if max_points is not None:
+        meta["maxPoints"] = max_points
     if fmt == "d3":
         meta |= {
             "x": "t",
@@ -130,6 +140,22 @@ def points_body(fmt: Format, resolution: str, fragments: Iterable[bytes], meta: 
     return b'{"columns":' + orjson.dumps(columns(resolution)) + b',"rows":[' + rows + b'],"meta":' + meta + b"}"
 
 
+def snapshot_ends(
+    fmt: Format, resolution: str, meta: dict[str, Any], *, reset: bool, resumed: bool
+) -> tuple[bytes, bytes]:
+    """What goes before and after the rows of a ``snapshot`` event's data (the rows come in between).
+
+    ``reset`` is true when the client sent a cursor that could not be honoured (too old or
+    unreadable): discard what you have. ``resumed`` is true when the snapshot holds exactly
+    the points missed since the client's cursor: append them.
+    """
+    flags = orjson.dumps({"reset": reset, "resumed": resumed})[1:-1]
+    tail = b'],"meta":' + orjson.dumps(meta) + b"," + flags + b"}"
+    if fmt == "d3":
+        return b'{"points":[', tail
+    return b'{"columns":' + orjson.dumps(columns(resolution)) + b',"rows":[', tail
+
+
 def snapshot_body(
     fmt: Format,
     resolution: str,
@@ -139,16 +165,6 @@ def snapshot_body(
     reset: bool,
     resumed: bool,
 ) -> bytes:
-    """The data of a ``snapshot`` event: rows, full meta, and whether it replaces or continues.
-
-    ``reset`` is true when the client sent a cursor that could not be honoured (too old or
-    unreadable): discard what you have. ``resumed`` is true when the snapshot holds exactly
-    the points missed since the client's cursor: append them.
-    """
-    flags = orjson.dumps({"reset": reset, "resumed": resumed})[1:-1]
-    rows = _join(fragments)
-    encoded_meta = orjson.dumps(meta)
-    if fmt == "d3":
-        return b'{"points":[' + rows + b'],"meta":' + encoded_meta + b"," + flags + b"}"
-    head = b'{"columns":' + orjson.dumps(columns(resolution))
-    return head + b',"rows":[' + rows + b'],"meta":' + encoded_meta + b"," + flags + b"}"
+    """The data of a ``snapshot`` event at once: rows, full meta, and whether it replaces or continues."""
+    head, tail = snapshot_ends(fmt, resolution, meta, reset=reset, resumed=resumed)
+    return head + _join(fragments) + tail
