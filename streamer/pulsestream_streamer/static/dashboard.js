@@ -13,6 +13,9 @@
  * - EventSource cannot set headers, so an API key given as `/?api_key=...` is passed on as a query
  *   parameter to every /v1 call.
  * - State is exposed read-only on `window.pulsestream` for tests and for debugging in the console.
+ * - The stream asks for `maxPoints` = the plot's width in pixels: the server reduces each series to about
+ *   one bucket per pixel (min/max/mean/count, drawn as a line with its min-max band), so a 10-minute window
+ *   at 10 ms is ~1,000 buckets, not 60,000 points. The bucket width actually served is `meta.bucketMs`.
  */
 (() => {
   "use strict";
@@ -46,6 +49,10 @@
     delayMs: null,
     renderMs: null, // smoothed cost of one full redraw (chart and table), for profiling
     meta: {},
+    bucketMs: 0, // width of the points served (meta.bucketMs): 0 = raw ticks
+    maxPoints: null, // what the stream asked for (the plot's width in pixels)
+    notice: null, // the last server notice that is not trouble (e.g. {code: "degraded", bucketMs})
+    firstDrawMs: null, // performance.now() when the chart first drew data (time to first draw)
   };
   const seriesInfo = new Map(); // name -> {name, unit, description, range: [lo, hi] | null}
   const buffers = new Map(); // name -> points sorted by seq, trimmed to the window
@@ -187,10 +194,21 @@
   }
 
   function trim(buf, now) {
-    const horizon = now - WINDOWS[state.window] - 2 * (BUCKET_MS[state.resolution] || 1_000);
+    const horizon = now - WINDOWS[state.window] - 2 * (bucketMs() || 1_000);
     let cut = bisectT(buf, horizon);
     cut = Math.max(cut, buf.length - MAX_POINTS_PER_SERIES);
     if (cut > 0) buf.splice(0, cut);
+  }
+
+  /** Width of the buckets being drawn: what the server said it serves, else the resolution's. */
+  function bucketMs() {
+    return state.bucketMs || BUCKET_MS[state.resolution];
+  }
+
+  /** One point per pixel of the plot, within what /v1/stream accepts (10 .. 10,000). */
+  function plotPixels() {
+    const width = el.chartBox.clientWidth || 800;
+    return Math.max(10, Math.min(10_000, Math.round(width - margin.left - margin.right)));
   }
 
   // ---------------------------------------------------------------- status
@@ -243,6 +261,8 @@
     if (!resume) {
       buffers.clear();
       state.lastEventId = "";
+      state.bucketMs = 0;
+      state.maxPoints = plotPixels();
       dirty = true;
     }
     if (state.selected.length === 0) {
@@ -250,6 +270,7 @@
       return;
     }
     const query = { series: state.selected.join(","), resolution: state.resolution, window: state.window, format: "d3" };
+    if (state.maxPoints) query.maxPoints = String(state.maxPoints);
     if (resume && state.lastEventId) query.lastEventId = state.lastEventId;
     const url = apiUrl("/v1/stream", query);
     const es = new EventSource(url);
@@ -286,6 +307,7 @@
     state.events += 1;
     if (ev.lastEventId) state.lastEventId = ev.lastEventId;
     absorbMeta(body.meta);
+    if (kind === "snapshot" && Number.isFinite(body.meta?.bucketMs)) state.bucketMs = body.meta.bucketMs;
     if (kind === "snapshot") {
       state.snapshots += 1;
       // reset: the server could not honour our cursor, so its snapshot replaces what we hold; otherwise
@@ -298,7 +320,7 @@
     for (const p of points) if (merge(p)) newest = Math.max(newest, p.t);
     state.points += points.length;
     if (Number.isFinite(newest)) {
-      const sample = receivedAt - (newest + BUCKET_MS[state.resolution]);
+      const sample = receivedAt - (newest + bucketMs());
       state.delayMs = state.delayMs === null ? sample : 0.8 * state.delayMs + 0.2 * sample;
     }
     const now = edgeNow();
@@ -314,6 +336,13 @@
     let message = ev.data;
     try {
       const body = JSON.parse(ev.data);
+      if (body.code === "degraded") {
+        // Not trouble: the server moved this page to coarser buckets to keep up; the stream goes on.
+        state.notice = body;
+        if (Number.isFinite(body.bucketMs)) state.bucketMs = body.bucketMs;
+        setStatus("live", `${body.bucketMs} ms buckets (${body.code})`);
+        return;
+      }
       message = body.code ? `${body.message ?? ""} (${body.code})` : body.message ?? ev.data;
     } catch {
       /* show the raw text */
@@ -515,7 +544,7 @@
     const started = performance.now();
     state.renders += 1;
     const win = WINDOWS[state.window];
-    const bucket = BUCKET_MS[state.resolution];
+    const bucket = bucketMs();
     const names = state.selected;
     const width = el.chartBox.clientWidth || 800;
     const g = geometry(names.length, width);
@@ -605,6 +634,9 @@
     renderTable();
     renderCounters();
     el.empty.hidden = names.some((n) => (buffers.get(n) ?? []).length > 0);
+    if (state.firstDrawMs === null && names.some((n) => (buffers.get(n) ?? []).length > 1)) {
+      state.firstDrawMs = performance.now();
+    }
     lastGeometry = g;
     const took = performance.now() - started;
     state.renderMs = state.renderMs === null ? took : 0.9 * state.renderMs + 0.1 * took;
@@ -644,7 +676,7 @@
   }
 
   function renderTable() {
-    const aggregated = BUCKET_MS[state.resolution] > 0;
+    const aggregated = bucketMs() > 0;
     d3.select(el.tbody)
       .selectAll("tr")
       .data(state.selected, (d) => d)
