@@ -210,3 +210,18 @@ async def test_a_slow_client_is_degraded_to_a_coarser_view_and_continues_without
         covered = [(seq, seq + FREQUENCY_MS) for seq in [before[-1], *seam]] + [(seq, seq + 500) for seq in buckets]
         for (_, end), (start, _) in itertools.pairwise(covered):
             assert start == end, f"{series}: gap or overlap at {end} -> {start}"
+
+
+async def test_the_compact_columns_format_streams_blocks_of_arrays(streamer: Streamer) -> None:
+    url = streamer.url + "/v1/stream?series=cpu,memory&window=10s&format=columns&maxPoints=10"
+    async with sse(url) as reader:
+        snapshot = await reader.next()
+        blocks = snapshot.data["blocks"]
+        assert {block["series"] for block in blocks} == {"cpu", "memory"}
+        assert snapshot.data["meta"]["bucketMs"] == 1_000
+        for block in blocks:
+            assert len(block["dt"]) == len(block["v"]) - 1 and set(block["dt"]) <= {1_000}
+            assert len(block["min"]) == len(block["count"]) == len(block["v"]) <= 10
+            assert "seq" not in block, "sequences are the times: not repeated"
+        live = (await reader.until(lambda e: e.event == "points"))[-1]
+        assert all(block["t0"] % 1_000 == 0 for block in live.data["blocks"])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pulsestream_streamer.core import cursor as cursors
+from pulsestream_streamer.core import shape
 from pulsestream_streamer.core.ladder import (
     GENERATOR_WIDTHS,
     LADDER_MS,
@@ -247,3 +249,43 @@ def test_a_cursor_with_an_unknown_width_is_refused() -> None:
 def test_roller_refuses_a_zero_width() -> None:
     with pytest.raises(ValueError):
         Roller(0)
+
+
+def decode_blocks(body: bytes) -> list[dict[str, object]]:
+    """d3-like rows from a ``format=columns`` body (what a client of the compact format does)."""
+    import itertools as it
+
+    out: list[dict[str, object]] = []
+    for block in orjson.loads(body)["blocks"]:
+        times = list(it.accumulate([block["t0"], *block["dt"]]))
+        seqs = block.get("seq", times)
+        for i, t in enumerate(times):
+            row: dict[str, object] = {"series": block["series"], "t": t, "v": block["v"][i]}
+            for key in ("min", "max", "count", "first", "last"):
+                if key in block:
+                    row[key] = block[key][i]
+            if "count" in block:
+                row["mean"] = block["v"][i]
+            row["seq"] = seqs[i]
+            out.append(row)
+    return out
+
+
+@given(data=values, width=st.sampled_from([0, 200, 1_000]))
+def test_the_columns_format_carries_exactly_what_d3_rows_do(data: list[float], width: int) -> None:
+    samples = raw_ticks(data, 10) if not width else summarise(raw_ticks(data, 10), width)
+    view = width_name(width) if width else "raw"
+    fragments = [
+        shape.fragment("columns", "cpu", samples[:7], view),
+        shape.fragment("columns", "cpu", samples[7:], view),
+    ]
+    compact = shape.points_body("columns", view, fragments, b"{}")
+    rows = orjson.loads(shape.points_body("d3", view, [shape.fragment("d3", "cpu", samples, view)], b"{}"))["points"]
+    assert decode_blocks(compact) == rows
+
+
+def test_the_columns_format_is_over_three_times_smaller_for_dense_series() -> None:
+    ticks = raw_ticks([round((i * 7919 % 1000) / 10, 4) for i in range(6_000)], 10)
+    d3 = shape.fragment("d3", "cpu", ticks, "raw")
+    compact = shape.fragment("columns", "cpu", ticks, "raw")
+    assert len(d3) / len(compact) > 3, (len(d3), len(compact))

@@ -18,6 +18,7 @@ from pulsestream_streamer.core import cursor as cursors
 from pulsestream_streamer.core import ladder
 from pulsestream_streamer.core.catalogue import Catalogue
 from pulsestream_streamer.core.request import StreamRequest
+from pulsestream_streamer.core.shape import FORMATS
 from pulsestream_streamer.settings import StreamerSettings
 
 __all__ = ["BadParameter", "parse_stream_request"]
@@ -102,8 +103,8 @@ def parse_stream_request(
     reduced = ladder.choose(resolution, window_ms, max_points, catalogue.frequency_ms) if max_points else None
 
     fmt = query.get("format") or "d3"
-    if fmt not in ("d3", "table"):
-        raise BadParameter("format", "format must be d3 or table")
+    if fmt not in FORMATS:
+        raise BadParameter("format", "format must be d3, table or columns")
 
     text = last_event_id if last_event_id is not None else query.get("lastEventId")
     cursor: cursors.Cursor | None = None
@@ -119,7 +120,7 @@ def parse_stream_request(
         series=series,
         resolution=resolution,
         window_ms=window_ms,
-        fmt="d3" if fmt == "d3" else "table",
+        fmt=FORMATS[FORMATS.index(fmt)],
         cursor=cursor,
         cursor_error=cursor_error,
         max_points=max_points,
