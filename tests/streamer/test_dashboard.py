@@ -423,5 +423,14 @@ async def test_dashboard_draws_a_ten_minute_window_at_10_ms_within_a_second(tmp_
                 )
                 assert bands and all(length > 100 for length in bands), "each lane draws its min-max band"
                 await page.screenshot(path=str(ARTIFACTS / "dashboard-10m-at-10ms.png"), full_page=True)
+
+                # Switching window stays instant: a new stream, a new width, drawn at once.
+                await page.select_option("#window", "5m")
+                await page.wait_for_function(
+                    "window.pulsestream.state.opens === 2 && window.pulsestream.state.openDrawMs !== null"
+                )
+                switched = await page.evaluate("({...window.pulsestream.state, meta: undefined})")
+                assert switched["bucketMs"] < state["bucketMs"], "a narrower window gets narrower buckets"
+                assert switched["openDrawMs"] < 1000, f"redrawn {switched['openDrawMs']:.0f} ms after the switch"
             finally:
                 await browser.close()

@@ -53,7 +53,9 @@
     maxPoints: null, // what the stream asked for (the plot's width in pixels)
     notice: null, // the last server notice that is not trouble (e.g. {code: "degraded", bucketMs})
     firstDrawMs: null, // performance.now() when the chart first drew data (time to first draw)
+    openDrawMs: null, // from opening the current stream to drawing its data (a window or resolution switch)
   };
+  let openedAt = 0;
   const seriesInfo = new Map(); // name -> {name, unit, description, range: [lo, hi] | null}
   const buffers = new Map(); // name -> points sorted by seq, trimmed to the window
   const color = d3.scaleOrdinal(d3.schemeTableau10);
@@ -263,6 +265,8 @@
       state.lastEventId = "";
       state.bucketMs = 0;
       state.maxPoints = plotPixels();
+      state.openDrawMs = null;
+      openedAt = performance.now();
       dirty = true;
     }
     if (state.selected.length === 0) {
@@ -634,8 +638,9 @@
     renderTable();
     renderCounters();
     el.empty.hidden = names.some((n) => (buffers.get(n) ?? []).length > 0);
-    if (state.firstDrawMs === null && names.some((n) => (buffers.get(n) ?? []).length > 1)) {
-      state.firstDrawMs = performance.now();
+    if (state.openDrawMs === null && names.some((n) => (buffers.get(n) ?? []).length > 1)) {
+      if (state.firstDrawMs === null) state.firstDrawMs = performance.now();
+      state.openDrawMs = performance.now() - openedAt;
     }
     lastGeometry = g;
     const took = performance.now() - started;
