@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from pulsestream.refusals import Reason
 from pulsestream.spec import RESOLUTIONS
 from pulsestream.v1 import timeseries_pb2
 from pulsestream_generator.aggregation import bucket_start
@@ -47,7 +48,16 @@ def _shown(names: Collection[str], most: int = 5, length: int = 40) -> str:
 
 
 class InvalidArgument(ValueError):
-    """A request field is wrong; ``str()`` names the field and says what is allowed."""
+    """A request field is wrong; ``str()`` names the field and says what is allowed (for people).
+
+    ``reason`` and ``metadata`` say the same as data (:mod:`pulsestream.refusals`): ``metadata``
+    always has ``field``, so a program never parses the message.
+    """
+
+    def __init__(self, message: str, reason: Reason = Reason.BAD_ARGUMENT, **metadata: object) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.metadata = metadata
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,15 +110,20 @@ def parse(
 def _series(names: tuple[str, ...], known: Collection[str]) -> tuple[str, ...]:
     """The requested series: at least one, at most :data:`MAX_SERIES`, no repeats, all in the catalogue."""
     if not names:
-        raise InvalidArgument("series: name at least one series (see ListSeries)")
+        raise InvalidArgument("series: name at least one series (see ListSeries)", field="series")
     if len(names) > MAX_SERIES:
-        raise InvalidArgument(f"series: at most {MAX_SERIES} series per stream, got {len(names)}")
+        raise InvalidArgument(f"series: at most {MAX_SERIES} series per stream, got {len(names)}", field="series")
     if len(set(names)) != len(names):
         dupes = sorted({name for name in names if names.count(name) > 1})
-        raise InvalidArgument(f"series: names must be unique; repeated: {_shown(dupes)}")
+        raise InvalidArgument(f"series: names must be unique; repeated: {_shown(dupes)}", field="series")
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise InvalidArgument(f"series: unknown series {_shown(unknown)}; known: {', '.join(sorted(known))}")
+        raise InvalidArgument(
+            f"series: unknown series {_shown(unknown)}; known: {', '.join(sorted(known))}",
+            Reason.UNKNOWN_SERIES,
+            field="series",
+            series=",".join(unknown),
+        )
     return names
 
 
@@ -116,7 +131,10 @@ def _resolution(resolution: str) -> tuple[str, int]:
     """The resolution and its bucket width in ms (0 for raw)."""
     if resolution not in RESOLUTIONS:
         raise InvalidArgument(
-            f"resolution: unknown resolution {_shown([resolution])}; use one of {', '.join(RESOLUTIONS)}"
+            f"resolution: unknown resolution {_shown([resolution])}; use one of {', '.join(RESOLUTIONS)}",
+            Reason.UNKNOWN_RESOLUTION,
+            field="resolution",
+            resolutions=",".join(RESOLUTIONS),
         )
     return resolution, round(RESOLUTIONS[resolution] * 1000)
 
@@ -124,7 +142,12 @@ def _resolution(resolution: str) -> tuple[str, int]:
 def _after_sequence(after: int, now: int) -> int:
     """A resume cursor: any sequence up to a little ahead of this clock (replicas' clocks differ)."""
     if after > now + FUTURE_TOLERANCE_MS:
-        raise InvalidArgument(f"after_sequence: {after} is in the future (now is {now}, sequences are epoch ms)")
+        raise InvalidArgument(
+            f"after_sequence: {after} is in the future (now is {now}, sequences are epoch ms)",
+            Reason.START_IN_FUTURE,
+            field="after_sequence",
+            now=now,
+        )
     return after
 
 
@@ -132,11 +155,19 @@ def _start_time(stamp: Timestamp, width: int, *, retention_ms: int, now: int) ->
     """The cursor for a start time within the retention window: from ``T`` (raw) or the bucket holding it."""
     start_ms = stamp.seconds * 1000 + stamp.nanos // 1_000_000
     if start_ms > now:
-        raise InvalidArgument(f"start_time: {start_ms} ms is in the future (now is {now})")
+        raise InvalidArgument(
+            f"start_time: {start_ms} ms is in the future (now is {now})",
+            Reason.START_IN_FUTURE,
+            field="start_time",
+            now=now,
+        )
     if start_ms < now - retention_ms:
         raise InvalidArgument(
             f"start_time: older than the retention window ({retention_ms} ms); "
-            f"start at or after {now - retention_ms} (epoch ms)"
+            f"start at or after {now - retention_ms} (epoch ms)",
+            Reason.HISTORY_NOT_RETAINED,
+            field="start_time",
+            retained_from=now - retention_ms,
         )
     return (bucket_start(start_ms, width) if width else start_ms) - 1
 
@@ -151,5 +182,8 @@ def _check_retained(query: Query, history: History, *, field: str) -> None:
     if not history.holds_from(query.first_needed(query.after)):
         raise InvalidArgument(
             f"{field}: the points after it are no longer retained (history starts at sequence {history.oldest}); "
-            "subscribe with a later start_time, or without a start for live points only"
+            "subscribe with a later start_time, or without a start for live points only",
+            Reason.HISTORY_NOT_RETAINED,
+            field=field,
+            retained_from=history.oldest,
         )
