@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +31,9 @@ import grpc
 import grpc.aio
 from google.protobuf import timestamp_pb2
 
-from pulsestream import telemetry
+from pulsestream import refusals, telemetry
+from pulsestream.refusals import Reason
+from pulsestream.spec import RESOLUTIONS
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 from pulsestream_streamer.catalogue import Catalogue, SeriesInfo
 from pulsestream_streamer.samples import Sample, from_point
@@ -45,11 +47,29 @@ _SERVICE = "pulsestream.v1.TimeSeriesService"
 
 
 class UpstreamError(RuntimeError):
-    """The generator could not answer (down, or rejected the request); ``code`` is the gRPC status name."""
+    """The generator could not answer (down, or rejected the request); ``code`` is the gRPC status name.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``reason`` and ``metadata`` are the generator's refusal as data (:mod:`pulsestream.refusals`; empty
+    when the call failed without one, e.g. the connection dropped): decisions match them, never
+    ``str()``, which is the message for people.
+    """
+
+    def __init__(self, code: str, message: str, reason: str = "", metadata: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason
+        self.metadata: Mapping[str, str] = metadata or {}
+
+    @classmethod
+    def of(cls, error: grpc.aio.AioRpcError) -> UpstreamError:
+        """The error of a failed call, with the refusal's reason and metadata when it carries one."""
+        refusal = refusals.refusal_of(error)
+        return cls(
+            error.code().name,
+            str(error.details()),
+            refusal.reason if refusal else "",
+            refusal.metadata if refusal else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +215,7 @@ class Upstream:
             )
         except grpc.aio.AioRpcError as error:
             self.last_error = f"{error.code().name}: {error.details()}"
-            raise UpstreamError(error.code().name, str(error.details())) from error
+            raise UpstreamError.of(error) from error
         self.last_error = None
         return Catalogue(
             series={
@@ -206,7 +226,7 @@ class Upstream:
             },
             frequency_ms=reply.frequency.seconds * 1000 + reply.frequency.nanos // 1_000_000,
             retention_ms=reply.retention.seconds * 1000 + reply.retention.nanos // 1_000_000,
-            resolutions=tuple(reply.resolutions) or ("raw", "1s", "5s", "1m"),
+            resolutions=tuple(reply.resolutions) or tuple(RESOLUTIONS),
             known=True,
         )
 
@@ -230,7 +250,7 @@ class Upstream:
                 yield response
         except grpc.aio.AioRpcError as error:
             self.last_error = f"{error.code().name}: {error.details()}"
-            raise UpstreamError(error.code().name, str(error.details())) from error
+            raise UpstreamError.of(error) from error
         finally:
             call.cancel()
 
@@ -333,13 +353,13 @@ def _history_lost(error: UpstreamError) -> bool:
     Only this refusal means "restart from the window"; other INVALID_ARGUMENTs (a resume point in
     the future on a replica whose clock is behind, a series removed from the settings) keep what
     the topic holds and are retried as outages, so clients get no duplicates and no false hole.
+    Matched by the refusal's reason (ErrorInfo), never by its message.
     """
-    text = str(error)
-    return "no longer retained" in text or "older than the retention window" in text
+    return error.reason == Reason.HISTORY_NOT_RETAINED
 
 
 def _address_at_fault(error: UpstreamError) -> bool:
-    """Whether another replica might do better: not for a series every replica lacks (NOT_FOUND, unknown)."""
+    """Whether another replica might do better: not for a series every replica lacks (removed, unknown)."""
     if error.code == "NOT_FOUND":
         return False
-    return not (error.code == "INVALID_ARGUMENT" and "unknown series" in str(error))
+    return error.reason not in (Reason.SERIES_REMOVED, Reason.UNKNOWN_SERIES)
