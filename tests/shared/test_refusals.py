@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import grpc
 import pytest
@@ -12,6 +13,7 @@ from refused import refused, rpc_error
 
 from pulsestream.refusals import CODES, DOMAIN, METADATA, Reason, Refusal, refusal_of, status
 
+ROOT = Path(__file__).resolve().parents[2]
 DETAILS_KEY = "grpc-status-details-bin"
 
 
@@ -76,3 +78,17 @@ def test_a_call_without_details_or_with_someone_elses_or_tampered_details_is_no_
 
 def test_the_domain_is_the_projects_api_group() -> None:
     assert DOMAIN == "pulsestream.io"
+
+
+def test_the_readme_and_the_proto_document_every_reason_with_its_code_and_metadata() -> None:
+    readme = (ROOT / "README.md").read_text()
+    proto = (ROOT / "proto/pulsestream/v1/timeseries.proto").read_text()
+    assert f'domain "{DOMAIN}"' in proto and f"`{DOMAIN}`" in readme
+    for reason in Reason:
+        row = re.search(rf"^\| `{CODES[reason].name}` \| `{reason.value}` \|(?P<metadata>[^|]*)\|", readme, re.M)
+        assert row, f"README's Status codes table lacks {reason.value} with {CODES[reason].name}"
+        line = re.search(rf"^\s*//\s+{reason.value}\s+{CODES[reason].name}\s+(?P<keys>.*)$", proto, re.M)
+        assert line, f"timeseries.proto does not list {reason.value} with {CODES[reason].name}"
+        for key in METADATA[reason]:
+            assert f"`{key}`" in row["metadata"], (reason.value, key)
+            assert key in line["keys"], (reason.value, key)
