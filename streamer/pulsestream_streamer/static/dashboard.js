@@ -13,14 +13,17 @@
  * - EventSource cannot set headers, so an API key given as `/?api_key=...` is passed on as a query
  *   parameter to every /v1 call.
  * - State is exposed read-only on `window.pulsestream` for tests and for debugging in the console.
+ * - The resolutions come from the server (/v1/series carries them, from the generator's ListSeries),
+ *   never from a list in this file: until the first answer the picker offers only "raw", which every
+ *   generator serves. A bucket's width is read from its name ("5s", "1m"), the durations' notation.
  */
 (() => {
   "use strict";
 
   const d3 = window.d3;
-  const RESOLUTIONS = ["raw", "1s", "5s", "1m"];
+  const FALLBACK_RESOLUTIONS = ["raw"]; // until /v1/series says what the generator aggregates to
   const WINDOWS = { "1m": 60_000, "5m": 300_000, "10m": 600_000 };
-  const BUCKET_MS = { raw: 0, "1s": 1_000, "5s": 5_000, "1m": 60_000 };
+  const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
   const MAX_POINTS_PER_SERIES = 20_000; // memory bound even if the server sends more than the window
   const REBUILD_EVERY_MS = 1_000; // rebuild paths at least this often while idle (trim, rescale)
   const SELECTION_DEBOUNCE_MS = 200; // ticking several boxes in a row reopens the stream once
@@ -40,7 +43,8 @@
     renders: 0,
     lastEventId: "",
     streamUrl: "",
-    resolution: RESOLUTIONS.includes(pageParams.get("resolution")) ? pageParams.get("resolution") : "raw",
+    resolution: pageParams.get("resolution") || "raw", // checked against the served list once it is known
+    resolutions: FALLBACK_RESOLUTIONS,
     window: pageParams.get("window") in WINDOWS ? pageParams.get("window") : "5m",
     selected: [],
     delayMs: null,
@@ -57,6 +61,7 @@
     statusLabel: $("#status .status-label"),
     banner: $("#error-banner"),
     seriesOptions: $("#series-options"),
+    resolutionOptions: $("#resolution-options"),
     windowSelect: $("#window"),
     events: $("#count-events"),
     points: $("#count-points"),
@@ -111,6 +116,12 @@
     return d3.timeFormat("%H:%M")(date);
   }
 
+  /** Bucket width of a resolution in ms, from its name ("1s", "5s", "1m"); 0 for raw. */
+  function bucketMs(resolution) {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(resolution);
+    return m ? Number(m[1]) * UNIT_MS[m[2]] : 0;
+  }
+
   // ---------------------------------------------------------------- series metadata
 
   /** An expected range as [lo, hi], from the shapes /v1/series and meta use; null when unknown (lo >= hi). */
@@ -124,6 +135,9 @@
 
   function absorbSeriesList(body) {
     const list = Array.isArray(body) ? body : body.series ?? body.items ?? [];
+    // /v1/series repeats the catalogue-wide resolutions on every entry; stream meta's series have none.
+    const served = list.find((e) => e && Array.isArray(e.resolutions) && e.resolutions.length)?.resolutions;
+    if (served) state.resolutions = served.map(String);
     for (const e of list) {
       const entry = typeof e === "string" ? { name: e } : e;
       if (!entry || !entry.name) continue;
@@ -187,7 +201,7 @@
   }
 
   function trim(buf, now) {
-    const horizon = now - WINDOWS[state.window] - 2 * (BUCKET_MS[state.resolution] || 1_000);
+    const horizon = now - WINDOWS[state.window] - 2 * (bucketMs(state.resolution) || 1_000);
     let cut = bisectT(buf, horizon);
     cut = Math.max(cut, buf.length - MAX_POINTS_PER_SERIES);
     if (cut > 0) buf.splice(0, cut);
@@ -298,7 +312,7 @@
     for (const p of points) if (merge(p)) newest = Math.max(newest, p.t);
     state.points += points.length;
     if (Number.isFinite(newest)) {
-      const sample = receivedAt - (newest + BUCKET_MS[state.resolution]);
+      const sample = receivedAt - (newest + bucketMs(state.resolution));
       state.delayMs = state.delayMs === null ? sample : 0.8 * state.delayMs + 0.2 * sample;
     }
     const now = edgeNow();
@@ -405,6 +419,25 @@
     }
   }
 
+  /** One radio per served resolution; a resolution asked for in the URL but not served falls back to raw. */
+  function buildResolutionPicker() {
+    const served = state.resolutions;
+    if (!served.includes(state.resolution)) state.resolution = served.includes("raw") ? "raw" : served[0];
+    el.resolutionOptions.replaceChildren();
+    for (const resolution of served) {
+      const label = document.createElement("label");
+      const radio = document.createElement("input");
+      radio.type = "radio";
+      radio.name = "resolution";
+      radio.value = resolution;
+      radio.checked = resolution === state.resolution;
+      const text = document.createElement("span");
+      text.textContent = resolution;
+      label.append(radio, text);
+      el.resolutionOptions.append(label);
+    }
+  }
+
   let selectionTimer = null;
   function onControlsChanged({ debounce = false } = {}) {
     const names = [...el.seriesOptions.querySelectorAll("input[name=series]:checked")].map((b) => b.value);
@@ -418,12 +451,10 @@
   }
 
   function wireControls() {
-    document.querySelector(`input[name=resolution][value="${state.resolution}"]`).checked = true;
     el.windowSelect.value = state.window;
     el.seriesOptions.addEventListener("change", () => onControlsChanged({ debounce: true }));
-    for (const radio of document.querySelectorAll("input[name=resolution]")) {
-      radio.addEventListener("change", () => onControlsChanged());
-    }
+    // Delegated: the radios are rebuilt from /v1/series.
+    el.resolutionOptions.addEventListener("change", () => onControlsChanged());
     el.windowSelect.addEventListener("change", () => onControlsChanged());
     document.getElementById("controls").addEventListener("submit", (e) => e.preventDefault());
   }
@@ -515,7 +546,7 @@
     const started = performance.now();
     state.renders += 1;
     const win = WINDOWS[state.window];
-    const bucket = BUCKET_MS[state.resolution];
+    const bucket = bucketMs(state.resolution);
     const names = state.selected;
     const width = el.chartBox.clientWidth || 800;
     const g = geometry(names.length, width);
@@ -644,7 +675,7 @@
   }
 
   function renderTable() {
-    const aggregated = BUCKET_MS[state.resolution] > 0;
+    const aggregated = bucketMs(state.resolution) > 0;
     d3.select(el.tbody)
       .selectAll("tr")
       .data(state.selected, (d) => d)
@@ -719,6 +750,7 @@
     window.requestAnimationFrame(frame);
     await loadSeries();
     buildSeriesPicker();
+    buildResolutionPicker();
     syncPageUrl();
     openStream();
   }
