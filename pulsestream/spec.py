@@ -15,7 +15,9 @@ refuses.
 
 An invalid file is rejected as a whole: :func:`load_spec` either returns a
 complete, valid :class:`StreamSpec` or raises :class:`SpecError` with every
-problem listed, so a service can keep its last good settings.
+problem listed, so a service can keep its last good settings. An empty
+document (an empty file, or only comments) is invalid too: it is what a
+truncated write looks like, and ``{}`` says "all defaults" on purpose.
 """
 
 from __future__ import annotations
@@ -218,8 +220,6 @@ def _error(error: ValidationError) -> SpecError:
 
 def parse_spec(document: Any) -> StreamSpec:
     """Validate an already-parsed document (a mapping) into a :class:`StreamSpec`."""
-    if document is None:
-        document = {}
     if not isinstance(document, dict):
         raise SpecError.invalid(f"settings must be a mapping, not {type(document).__name__}")
     try:
@@ -242,14 +242,18 @@ def load_spec(text: str | bytes, base: StreamSpec | None = None) -> StreamSpec:
     """Parse a JSON or YAML settings document (YAML is a superset of JSON).
 
     Keys the document leaves out take their value from ``base`` (the service's
-    environment-derived settings), else the model's defaults.
+    environment-derived settings), else the model's defaults. An empty
+    document (no text, whitespace or comments only) is refused: ``{}`` asks
+    for the defaults, an empty file is more likely a write cut short.
     """
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise SpecError.invalid(f"not valid YAML or JSON: {error}") from error
+    if document is None:
+        raise SpecError.invalid(
+            "the document is empty (no settings, only whitespace or comments); write {} for the defaults"
+        )
     if base is not None and isinstance(document, dict):
         document = _overlay(base.to_document(), document)
-    elif base is not None and document is None:
-        return base
     return parse_spec(document)

@@ -1,5 +1,5 @@
-"""The live settings model: durations keep their text, bad documents are rejected whole, and the cross-field
-rules are the model's own."""
+"""The live settings model: durations keep their text, bad documents (empty ones too) are rejected whole, and
+the cross-field rules are the model's own."""
 
 import re
 
@@ -88,6 +88,21 @@ def test_invalid_documents_are_rejected_with_the_field_named(document: str, comp
         load_spec(document)
 
 
+@pytest.mark.parametrize("text", ["", "   \n", "# every key commented out\n# frequency: 1s\n", "---\n", "null"])
+def test_an_empty_document_is_refused_as_a_truncated_write_not_taken_for_all_defaults(text: str) -> None:
+    with pytest.raises(SpecError, match="empty") as caught:
+        load_spec(text)
+    assert caught.value.reason == INVALID_SPEC
+    with pytest.raises(SpecError, match="empty"):
+        load_spec(text, base=StreamSpec())
+
+
+def test_an_empty_mapping_asks_for_the_defaults() -> None:
+    assert load_spec("{}") == StreamSpec()
+    base = StreamSpec.model_validate({"bufferSize": 7})
+    assert load_spec("{}", base=base) == base
+
+
 @pytest.mark.parametrize(
     ("document", "reason"),
     [
@@ -139,7 +154,3 @@ def test_every_rule_has_a_camelcase_reason_a_summary_and_names_spec_fields() -> 
         for path in rule.fields:
             field_at(path)  # a KeyError names a field the spec does not have
         assert rule.holds(StreamSpec())
-
-
-def test_an_empty_file_means_all_defaults() -> None:
-    assert load_spec("") == StreamSpec()
