@@ -1,7 +1,8 @@
 """The kopf handlers: from a ``StreamConfig`` to the ConfigMap the pods mount.
 
 Every create, update and resume runs the same level-based :func:`reconcile`:
-validate (:func:`pulsestream.spec.parse_spec`, then :mod:`.checks`), render
+validate (:func:`pulsestream.spec.parse_spec`: each value, then the
+spec's cross-field rules, each refusal with its reason), render
 the settings file, create or patch the ConfigMap only if it differs, roll the
 target's Deployments when a change cannot apply live, and write ``status``.
 
@@ -19,14 +20,14 @@ while the operator is down.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
-from pulsestream.spec import SpecError, StreamSpec, parse_spec
-from pulsestream_operator import checks, conditions, rendering
+from pulsestream.spec import Problem, SpecError, StreamSpec, parse_spec
+from pulsestream_operator import conditions, rendering
 from pulsestream_operator.crd import GROUP, PLURAL, VERSION
 from pulsestream_operator.kubeapi import KubeClient, KubeError
 from pulsestream_operator.settings import OperatorSettings
@@ -129,19 +130,8 @@ async def reconcile(
     raw = dict(spec)
     try:
         parsed = parse_spec(raw)
-    except SpecError as error:
-        _reject(
-            body=body,
-            status=status,
-            patch=patch,
-            generation=generation,
-            problems=[checks.Problem("InvalidSpec", str(error))],
-            cause=reason,
-        )
-        return
-    problems = checks.problems(parsed)
-    if problems:
-        _reject(body=body, status=status, patch=patch, generation=generation, problems=problems, cause=reason)
+    except SpecError as error:  # InvalidSpec, or the reason of each broken cross-field rule
+        _reject(body=body, status=status, patch=patch, generation=generation, problems=error.problems, cause=reason)
         return
     try:
         await _apply(
@@ -278,7 +268,7 @@ def _plan(
     )
 
 
-def _conflict(existing: Mapping[str, Any] | None, plan: _Plan) -> checks.Problem | None:
+def _conflict(existing: Mapping[str, Any] | None, plan: _Plan) -> Problem | None:
     """A reason not to touch an existing ConfigMap: another controller's, or one we did not make."""
     if existing is None:
         return None
@@ -291,7 +281,7 @@ def _conflict(existing: Mapping[str, Any] | None, plan: _Plan) -> checks.Problem
         else f"ConfigMap {plan.cm_name} exists and was not made by pulsestream-operator; not taking it over "
         "(deleting the StreamConfig would then delete it): remove it or choose another target"
     )
-    return checks.Problem("ConfigMapConflict", message)
+    return Problem("ConfigMapConflict", message)
 
 
 def _rolled_for(
@@ -436,7 +426,7 @@ def _reject(
     status: kopf.Status,
     patch: kopf.Patch,
     generation: int | None,
-    problems: list[checks.Problem],
+    problems: Sequence[Problem],
     cause: str,
 ) -> None:
     """Ready=False with the first problem's reason; a Warning Event when the verdict is new."""
