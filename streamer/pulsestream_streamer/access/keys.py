@@ -162,7 +162,11 @@ class KeyStore:
         except InvalidKeyError as error:
             return self._reject(f"key file {self.key_file}: {error}")
         if not keys:
-            self._reject(f"key file {self.key_file} holds no keys")
+            # Applied, not rejected: emptying the file is how its keys are revoked.
+            message = f"key file {self.key_file} holds no keys"
+            if message != self._error:
+                logger.warning("API key file emptied: its keys are revoked", extra={"key_file": str(self.key_file)})
+            self._error = message
         else:
             self._error = None
         if tuple(keys) == self._file_keys:
