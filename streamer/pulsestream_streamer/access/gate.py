@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from urllib.parse import parse_qsl
 
 import orjson
 from starlette.datastructures import Headers
@@ -38,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pulsestream.spec import RateLimit
 from pulsestream_streamer.access.clientid import ClientIdentifier
-from pulsestream_streamer.access.keys import KeyStore, presented_key
+from pulsestream_streamer.access.keys import KeyStore, credential_query, presented_key
 from pulsestream_streamer.access.ratelimit import RateLimiter, retry_after_header
 
 logger = logging.getLogger(__name__)
@@ -132,8 +131,7 @@ class AccessMiddleware:
 
         gate = self.gate
         gate.refresh()
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
-        key = presented_key(headers, query)
+        key = presented_key(headers, credential_query(scope.get("query_string", b"")))
         accepted = gate.keys.accepts(key)
         peer = scope.get("client")
         client = gate.clients.identify(

@@ -30,6 +30,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 from pulsestream.watchedfile import WatchedFile
 
@@ -66,6 +67,16 @@ def parse_keys(text: str, separator: str | None = None) -> list[str]:
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+def credential_query(raw: bytes) -> dict[str, str]:
+    """The query string's parameters with ``+`` kept as ``+``, as credentials need it.
+
+    Form decoding turns ``+`` into a space, but a key may hold ``+`` (the Bearer alphabet) and
+    never a space: ``?api_key=a+b`` means the key ``a+b``, as does the percent-encoded ``a%2Bb``.
+    """
+    text = raw.decode("latin-1").replace("+", "%2B")
+    return dict(parse_qsl(text, keep_blank_values=True))
 
 
 def presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:

@@ -29,7 +29,8 @@
   const SELECTION_DEBOUNCE_MS = 200; // ticking several boxes in a row reopens the stream once
 
   const pageParams = new URLSearchParams(window.location.search);
-  const apiKey = pageParams.get("api_key") || "";
+  // A key never holds a space, but may hold "+", which URLSearchParams decodes as a space.
+  const apiKey = (pageParams.get("api_key") || "").replace(/ /g, "+");
 
   const state = {
     status: "connecting", // connecting | live | reconnecting | error | paused
