@@ -32,3 +32,14 @@ def test_a_key_file_over_a_secrets_size_is_refused_and_the_keys_stay(tmp_path: P
     assert store.reload() is False
     assert store.accepts("good")
     assert store.error is not None and "bytes; at most" in store.error
+
+
+def test_the_invalid_key_message_reads_the_same_after_log_redaction(tmp_path: Path) -> None:
+    from pulsestream_streamer.access.keys import InvalidKeyError, parse_keys
+    from pulsestream_streamer.access.redaction import redact
+
+    with pytest.raises(InvalidKeyError) as refused:
+        parse_keys("good\nnot a key\n")
+    message = str(refused.value)
+    assert "key #2" in message
+    assert redact(message, ("good",)) == message, "the redaction filter must not rewrite our own explanation"

@@ -49,7 +49,7 @@ class InvalidKeyError(ValueError):
 def parse_keys(text: str, separator: str | None = None) -> list[str]:
     """Split ``text`` into keys: by ``separator`` (``None``: lines, ``#`` comments skipped); blanks dropped.
 
-    Raises :class:`InvalidKeyError` naming the position of a key with characters a Bearer token cannot carry.
+    Raises :class:`InvalidKeyError` naming the position of a key with characters outside the Bearer alphabet.
     """
     if separator is None:
         parts = [line.strip() for line in text.splitlines() if not line.lstrip().startswith("#")]
@@ -59,7 +59,7 @@ def parse_keys(text: str, separator: str | None = None) -> list[str]:
     for index, key in enumerate(keys, start=1):
         if not KEY_PATTERN.match(key):
             raise InvalidKeyError(
-                f"key #{index} has characters a Bearer token cannot carry "
+                f"key #{index} has characters an API key cannot hold "
                 "(allowed: letters, digits, - . _ ~ + / and trailing =)"
             )
     return keys
