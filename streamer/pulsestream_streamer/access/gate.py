@@ -161,7 +161,11 @@ class AccessMiddleware:
         if wait:
             logger.debug("stream refused: cap reached", extra={"client": client})
             cap = gate.limiter.limits.max_streams_per_client
-            message = f"at most {cap} concurrent streams per client; close one or retry later"
+            message = (
+                f"at most {cap} concurrent streams per client (an API key, else an address: browser tabs and users "
+                "behind one NAT share it); close one, retry later, or raise rateLimit.maxStreamsPerClient "
+                "(STREAMER_MAX_STREAMS_PER_CLIENT)"
+            )
             gate.refused("too_many_streams")
             await _send(send, *_json(429, "too_many_streams", message, _retry(wait)))
             return
