@@ -102,8 +102,8 @@ class StreamerSettings(LiveEnvSettings):
     )
     protect_health_and_metrics: bool = Field(
         default=False,
-        description="Whether /health and /metrics need an API key too; off so probes and Prometheus scrape "
-        "without one (they are never rate limited).",
+        description="Whether /health, /metrics and the API description (/openapi.json, /redoc) need an API key "
+        "too; off so probes and Prometheus scrape without one (they are never rate limited).",
     )
     cors_allow_credentials: bool = Field(
         default=False,

@@ -6,9 +6,9 @@ over), so the stream cap counts exactly the streams that are open; and it
 answers before any route runs, so a refused request costs no parsing, no
 upstream subscription and no log line beyond a debug one.
 
-Per request to ``/v1/*`` (and to ``/health`` and ``/metrics`` when
-``protect_health_and_metrics`` is on, without rate limit or stream cap, so
-probes are never throttled):
+Per request to ``/v1/*`` (and to ``/health``, ``/metrics`` and the OpenAPI
+description when ``protect_health_and_metrics`` is on, without rate limit or
+stream cap, so probes are never throttled):
 
 1. the client is identified (:mod:`.clientid`: an accepted key, else the address);
 2. the client's token bucket must hold a token, else ``429`` + ``Retry-After``
@@ -43,7 +43,8 @@ from pulsestream_streamer.access.ratelimit import RateLimiter, retry_after_heade
 logger = logging.getLogger(__name__)
 
 STREAM_PATH = "/v1/stream"
-PROTECTABLE = ("/health", "/metrics")
+#: Protected too with ``protect_health_and_metrics``: the probes and the API's own description.
+PROTECTABLE = ("/health", "/metrics", "/openapi.json", "/redoc")
 
 
 class AccessGate:
