@@ -69,11 +69,16 @@ class EndReason(enum.Enum):
 
 
 class StreamEnded(Exception):
-    """The hub ended a stream; ``str()`` is the message for the client."""
+    """The hub ended a stream; ``str()`` is the message for people, ``metadata`` the same facts as data.
 
-    def __init__(self, reason: EndReason, message: str) -> None:
+    ``metadata`` becomes the ErrorInfo metadata of the status (:mod:`pulsestream.refusals`), e.g. the
+    ``after_sequence`` to resume from without a gap.
+    """
+
+    def __init__(self, reason: EndReason, message: str, **metadata: object) -> None:
         super().__init__(message)
         self.reason = reason
+        self.metadata = metadata
 
 
 class TickBatch:
@@ -323,16 +328,23 @@ class Hub:
 
     def _check(self, query: Query, cursor: int) -> None:
         if self.draining:
-            raise StreamEnded(EndReason.DRAINING, f"server draining, reconnect (resume with after_sequence={cursor})")
+            raise StreamEnded(
+                EndReason.DRAINING,
+                f"server draining, reconnect (resume with after_sequence={cursor})",
+                after_sequence=cursor,
+            )
         gone = [name for name in query.series if name not in self.history.series]
         if gone:
             raise StreamEnded(
-                EndReason.SERIES_REMOVED, f"series {', '.join(gone)} no longer produced (live settings changed)"
+                EndReason.SERIES_REMOVED,
+                f"series {', '.join(gone)} no longer produced (live settings changed)",
+                series=",".join(gone),
             )
         if not self.history.holds_from(query.first_needed(cursor)):
             raise StreamEnded(
                 EndReason.REPLAY_BEHIND,
                 f"replay fell behind the retention window at sequence {cursor}; resubscribe with a later start",
+                last_sequence=cursor,
             )
 
     def _explain(self, sub: Subscription, cursor: int) -> StreamEnded:
@@ -342,11 +354,17 @@ class Hub:
                 reason,
                 f"subscriber fell more than {detail} messages behind (bufferSize); "
                 f"resubscribe with after_sequence={cursor} to continue without a gap",
+                after_sequence=cursor,
+                buffer_size=detail,
             )
         if reason is EndReason.SERIES_REMOVED:
             gone = [name for name in sub.query.series if name not in self.spec.series]
-            return StreamEnded(reason, f"series {', '.join(gone)} no longer produced (live settings changed)")
-        return StreamEnded(reason, f"server draining, reconnect (resume with after_sequence={cursor})")
+            return StreamEnded(
+                reason, f"series {', '.join(gone)} no longer produced (live settings changed)", series=",".join(gone)
+            )
+        return StreamEnded(
+            reason, f"server draining, reconnect (resume with after_sequence={cursor})", after_sequence=cursor
+        )
 
     async def stream(self, query: Query) -> AsyncGenerator[timeseries_pb2.SubscribeResponse]:
         """History from the query's cursor, then live batches; raises :class:`StreamEnded` when cut."""

@@ -25,6 +25,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from pulsestream.refusals import Reason
 from pulsestream.spec import RESOLUTIONS
 from pulsestream.v1 import timeseries_pb2
 from pulsestream_generator.aggregation import bucket_start
@@ -45,7 +48,16 @@ def _shown(names: Collection[str], most: int = 5, length: int = 40) -> str:
 
 
 class InvalidArgument(ValueError):
-    """A request field is wrong; ``str()`` names the field and says what is allowed."""
+    """A request field is wrong; ``str()`` names the field and says what is allowed (for people).
+
+    ``reason`` and ``metadata`` say the same as data (:mod:`pulsestream.refusals`): ``metadata``
+    always has ``field``, so a program never parses the message.
+    """
+
+    def __init__(self, message: str, reason: Reason = Reason.BAD_ARGUMENT, **metadata: object) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.metadata = metadata
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,47 +88,102 @@ def parse(
     retention_ms: int,
     now: int,
 ) -> Query:
-    """Check ``request`` against the catalogue and the history; raise :class:`InvalidArgument`."""
-    names = tuple(request.series)
-    if not names:
-        raise InvalidArgument("series: name at least one series (see ListSeries)")
-    if len(names) > MAX_SERIES:
-        raise InvalidArgument(f"series: at most {MAX_SERIES} series per stream, got {len(names)}")
-    if len(set(names)) != len(names):
-        dupes = sorted({name for name in names if names.count(name) > 1})
-        raise InvalidArgument(f"series: names must be unique; repeated: {_shown(dupes)}")
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise InvalidArgument(f"series: unknown series {_shown(unknown)}; known: {', '.join(sorted(known))}")
-    resolution = request.resolution or "raw"
-    if resolution not in RESOLUTIONS:
-        raise InvalidArgument(
-            f"resolution: unknown resolution {_shown([resolution])}; use one of {', '.join(RESOLUTIONS)}"
-        )
-    width = round(RESOLUTIONS[resolution] * 1000)
-    newest = history.newest or now
+    """Check ``request`` against the catalogue and the history; raise :class:`InvalidArgument`.
+
+    Fields are checked in a fixed order (series, resolution, start, then what the history holds), so a
+    request with several faults always gets the same answer: the first field's.
+    """
+    names = _series(tuple(request.series), known)
+    resolution, width = _resolution(request.resolution or "raw")
     start = request.WhichOneof("start")
     if start == "after_sequence":
-        after = request.after_sequence
-        if after > now + FUTURE_TOLERANCE_MS:
-            raise InvalidArgument(f"after_sequence: {after} is in the future (now is {now}, sequences are epoch ms)")
+        after = _after_sequence(request.after_sequence, now)
     elif start == "start_time":
-        start_ms = request.start_time.seconds * 1000 + request.start_time.nanos // 1_000_000
-        if start_ms > now:
-            raise InvalidArgument(f"start_time: {start_ms} ms is in the future (now is {now})")
-        if start_ms < now - retention_ms:
-            raise InvalidArgument(
-                f"start_time: older than the retention window ({retention_ms} ms); "
-                f"start at or after {now - retention_ms} (epoch ms)"
-            )
-        after = (bucket_start(start_ms, width) if width else start_ms) - 1
+        after = _start_time(request.start_time, width, retention_ms=retention_ms, now=now)
     else:
-        after = bucket_start(newest, width) - 1 if width else newest
+        after = _live(history.newest or now, width)
     query = Query(series=names, resolution=resolution, width_ms=width, after=after)
-    if not history.holds_from(query.first_needed(after)):
-        field = start or "start"
+    _check_retained(query, history, field=start or "start")
+    return query
+
+
+def _series(names: tuple[str, ...], known: Collection[str]) -> tuple[str, ...]:
+    """The requested series: at least one, at most :data:`MAX_SERIES`, no repeats, all in the catalogue."""
+    if not names:
+        raise InvalidArgument("series: name at least one series (see ListSeries)", field="series")
+    if len(names) > MAX_SERIES:
+        raise InvalidArgument(f"series: at most {MAX_SERIES} series per stream, got {len(names)}", field="series")
+    if len(set(names)) != len(names):
+        dupes = sorted({name for name in names if names.count(name) > 1})
+        raise InvalidArgument(f"series: names must be unique; repeated: {_shown(dupes)}", field="series")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InvalidArgument(
+            f"series: unknown series {_shown(unknown)}; known: {', '.join(sorted(known))}",
+            Reason.UNKNOWN_SERIES,
+            field="series",
+            series=",".join(unknown),
+        )
+    return names
+
+
+def _resolution(resolution: str) -> tuple[str, int]:
+    """The resolution and its bucket width in ms (0 for raw)."""
+    if resolution not in RESOLUTIONS:
+        raise InvalidArgument(
+            f"resolution: unknown resolution {_shown([resolution])}; use one of {', '.join(RESOLUTIONS)}",
+            Reason.UNKNOWN_RESOLUTION,
+            field="resolution",
+            resolutions=",".join(RESOLUTIONS),
+        )
+    return resolution, round(RESOLUTIONS[resolution] * 1000)
+
+
+def _after_sequence(after: int, now: int) -> int:
+    """A resume cursor: any sequence up to a little ahead of this clock (replicas' clocks differ)."""
+    if after > now + FUTURE_TOLERANCE_MS:
+        raise InvalidArgument(
+            f"after_sequence: {after} is in the future (now is {now}, sequences are epoch ms)",
+            Reason.START_IN_FUTURE,
+            field="after_sequence",
+            now=now,
+        )
+    return after
+
+
+def _start_time(stamp: Timestamp, width: int, *, retention_ms: int, now: int) -> int:
+    """The cursor for a start time within the retention window: from ``T`` (raw) or the bucket holding it."""
+    start_ms = stamp.seconds * 1000 + stamp.nanos // 1_000_000
+    if start_ms > now:
+        raise InvalidArgument(
+            f"start_time: {start_ms} ms is in the future (now is {now})",
+            Reason.START_IN_FUTURE,
+            field="start_time",
+            now=now,
+        )
+    if start_ms < now - retention_ms:
+        raise InvalidArgument(
+            f"start_time: older than the retention window ({retention_ms} ms); "
+            f"start at or after {now - retention_ms} (epoch ms)",
+            Reason.HISTORY_NOT_RETAINED,
+            field="start_time",
+            retained_from=now - retention_ms,
+        )
+    return (bucket_start(start_ms, width) if width else start_ms) - 1
+
+
+def _live(newest: int, width: int) -> int:
+    """The cursor for live only: after the newest tick, or before the bucket open now."""
+    return bucket_start(newest, width) - 1 if width else newest
+
+
+def _check_retained(query: Query, history: History, *, field: str) -> None:
+    """Refuse a start whose next point the history ring has already dropped: a resume is exact or an error."""
+    if not history.holds_from(query.first_needed(query.after)):
         raise InvalidArgument(
             f"{field}: the points after it are no longer retained (history starts at sequence {history.oldest}); "
-            "subscribe with a later start_time, or without a start for live points only"
+            "subscribe with a later start_time, or without a start for live points only",
+            Reason.HISTORY_NOT_RETAINED,
+            field=field,
+            retained_from=history.oldest,
         )
-    return query

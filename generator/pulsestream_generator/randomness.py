@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from pulsestream import refusals
+from pulsestream.refusals import Reason
 from pulsestream.v1 import random_pb2, random_pb2_grpc
 from pulsestream_generator.clock import now_ms
 from pulsestream_generator.gate import Gate, GateClosed
@@ -33,14 +35,26 @@ _ALPHABET = string.ascii_letters + string.digits
 
 
 class _Invalid(ValueError):
-    pass
+    """A bad field; ``str()`` starts with the field's name, ``field`` names it as data."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _bad_argument(field: str, message: str) -> grpc.Status:
+    return refusals.status(Reason.BAD_ARGUMENT, message, field=field)
+
+
+#: Numbers are not resumable, so a drained stream carries no cursor.
+_DRAINING = refusals.status(Reason.SERVER_DRAINING, "server draining, reconnect")
 
 
 def _bounds(minimum: int, maximum: int) -> tuple[int, int]:
     if minimum == 0 and maximum == 0:
         return DEFAULT_RANGE
     if minimum > maximum:
-        raise _Invalid(f"max: must be >= min (got min={minimum}, max={maximum})")
+        raise _Invalid("max", f"max: must be >= min (got min={minimum}, max={maximum})")
     return minimum, maximum
 
 
@@ -58,7 +72,7 @@ class RandomServicer(random_pb2_grpc.RandomServiceServicer):
         try:
             low, high = _bounds(request.min, request.max)
         except _Invalid as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await context.abort_with_status(_bad_argument(error.field, str(error)))
         return random_pb2.NumberResponse(
             value=self._random.randint(low, high), sequence=0, timestamp=timestamp(now_ms())
         )
@@ -68,8 +82,8 @@ class RandomServicer(random_pb2_grpc.RandomServiceServicer):
     ) -> random_pb2.StringResponse:
         length = request.length or DEFAULT_LENGTH
         if length > MAX_LENGTH:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"length: at most {MAX_LENGTH} characters (got {length})"
+            await context.abort_with_status(
+                _bad_argument("length", f"length: at most {MAX_LENGTH} characters (got {length})")
             )
         return random_pb2.StringResponse(value="".join(self._random.choices(_ALPHABET, k=length)))
 
@@ -79,13 +93,13 @@ class RandomServicer(random_pb2_grpc.RandomServiceServicer):
         try:
             low, high = _bounds(request.min, request.max)
         except _Invalid as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await context.abort_with_status(_bad_argument(error.field, str(error)))
         interval = DEFAULT_INTERVAL_S
         if request.HasField("interval"):
             interval = request.interval.seconds + request.interval.nanos / 1e9
             if not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"interval: must be between 10ms and 1h (got {interval}s)"
+                await context.abort_with_status(
+                    _bad_argument("interval", f"interval: must be between 10ms and 1h (got {interval}s)")
                 )
         peer = context.peer()
         logger.debug("number stream opened", extra={"peer": peer, "count": request.count, "interval": interval})
@@ -114,4 +128,4 @@ class RandomServicer(random_pb2_grpc.RandomServiceServicer):
             self.metrics.stream_ends.labels("StreamNumbers", reason).inc()
             logger.debug("number stream closed", extra={"peer": peer, "reason": reason, "sent": sequence})
         if reason == "draining":
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "server draining, reconnect")
+            await context.abort_with_status(_DRAINING)

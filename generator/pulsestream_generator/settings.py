@@ -3,21 +3,22 @@
 The live-tunable fields (``frequency``, ``retention``, ``buffer_size``,
 ``series``) are only the *defaults*: they form the ``base`` spec of the live
 settings file (``PULSESTREAM_SETTINGS_FILE``), whose keys override them while
-the process runs (:meth:`GeneratorSettings.base_spec`).
+the process runs (:meth:`GeneratorSettings.base_spec`). They are derived from
+the spec's fields (:func:`pulsestream.liveenv.live`), bounds and rules included.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from pulsestream.durations import Duration, within
-from pulsestream.envsettings import EnvSettings
-from pulsestream.spec import DEFAULT_SERIES, SERIES_NAME_PATTERN, StreamSpec
+from pulsestream.liveenv import LiveEnvSettings, live
+from pulsestream.spec import SeriesName
 
 
-class GeneratorSettings(EnvSettings):
+class GeneratorSettings(LiveEnvSettings):
     """Everything the generator process reads from its environment."""
 
     env_prefix = "GENERATOR_"
@@ -94,82 +95,21 @@ class GeneratorSettings(EnvSettings):
         description="PEM private key for server TLS; set together with GENERATOR_TLS_CERT_FILE.",
         json_schema_extra={"secret": True},
     )
-    frequency: Annotated[Duration, within("10ms", "1h")] = Field(
-        default=Duration("100ms"),
-        description="Default update period of raw points (10ms .. 1h); the settings file's frequency overrides "
-        "it live.",
+    frequency: Duration = live("frequency")
+    retention: Duration = live("retention")
+    buffer_size: int = live(
+        "bufferSize",
+        "Per-subscriber buffer, in messages (one per tick); a subscriber further behind gets RESOURCE_EXHAUSTED.",
     )
-    retention: Annotated[Duration, within("1s", "24h")] = Field(
-        default=Duration("10m"),
-        description="Default history kept for replay and resume (1s .. 24h); the settings file's retention "
-        "overrides it live.",
-    )
-    buffer_size: int = Field(
-        default=1024,
-        ge=1,
-        le=1_000_000,
-        description="Default per-subscriber buffer, in messages (one per tick); a subscriber further behind "
-        "gets RESOURCE_EXHAUSTED. The settings file's bufferSize overrides it live.",
-    )
-    series: list[Annotated[str, Field(pattern=SERIES_NAME_PATTERN)]] = Field(
-        default_factory=lambda: list(DEFAULT_SERIES),
-        min_length=1,
-        max_length=64,
-        description="Default series produced, comma-separated; the settings file's series overrides it live.",
-    )
+    series: list[SeriesName] = live("series", "Series produced, comma-separated.")
     settings_poll_interval: Annotated[Duration, within("10ms", "1m")] = Field(
         default=Duration("1s"),
         description="How often the live settings file is re-read (by content hash, so ConfigMap symlink swaps "
         "are seen).",
     )
-    settings_file: str = Field(
-        default="",
-        description="Live settings file (JSON or YAML, the shape of a StreamConfig spec); empty means none.",
-        json_schema_extra={"env": "PULSESTREAM_SETTINGS_FILE"},
-    )
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        default="info",
-        description="Log level; debug shows each stream's lifecycle.",
-        json_schema_extra={"env": "LOG_LEVEL"},
-    )
-    log_format: Literal["text", "json"] = Field(
-        default="text",
-        description="Log line format: text for people, json for log collectors.",
-        json_schema_extra={"env": "LOG_FORMAT"},
-    )
-
-    @field_validator("series", mode="before")
-    @classmethod
-    def _split_series(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("series")
-    @classmethod
-    def _unique_series(cls, value: list[str]) -> list[str]:
-        # A field validator, not the model check, so the error names GENERATOR_SERIES and its value.
-        repeated = sorted({name for name in value if value.count(name) > 1})
-        if repeated:
-            raise ValueError(f"series names must be unique; repeated: {', '.join(repeated)}")
-        return value
-
-    @field_validator("log_level", "log_format", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _check(self) -> GeneratorSettings:
+    def _check(self) -> Self:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("GENERATOR_TLS_CERT_FILE and GENERATOR_TLS_KEY_FILE must be set together")
         return self
-
-    def base_spec(self) -> StreamSpec:
-        """The live settings in force until a settings file says otherwise."""
-        return StreamSpec(
-            frequency=self.frequency,
-            retention=self.retention,
-            buffer_size=self.buffer_size,
-            series=list(self.series),
-        )

@@ -1,13 +1,18 @@
 """``pulsestream.v1.TimeSeriesService``: the catalogue and the Subscribe stream.
 
-Status codes (the proto's contract):
+Status codes (the proto's contract). Each but INTERNAL also carries a
+``google.rpc.ErrorInfo`` with a reason and metadata (:mod:`pulsestream.refusals`),
+which is what clients match; the message is for people:
 
-- INVALID_ARGUMENT: the request is wrong; the message names the field.
+- INVALID_ARGUMENT: the request is wrong; the message names the field
+  (BAD_ARGUMENT, UNKNOWN_SERIES, UNKNOWN_RESOLUTION, START_IN_FUTURE,
+  HISTORY_NOT_RETAINED; ``field`` in the metadata).
 - RESOURCE_EXHAUSTED: the subscriber fell further behind than its buffer
-  (or than the history during replay); resubscribe with ``after_sequence``.
-- UNAVAILABLE: the server is draining; reconnect (to another replica) and
-  resume with ``after_sequence``.
-- NOT_FOUND: a series of the stream was removed by the live settings.
+  (SUBSCRIBER_TOO_SLOW, with the ``after_sequence`` to resubscribe with) or
+  than the history during replay (REPLAY_FELL_BEHIND).
+- UNAVAILABLE: the server is draining (SERVER_DRAINING); reconnect (to
+  another replica) and resume with ``after_sequence``.
+- NOT_FOUND: a series of the stream was removed by the live settings (SERIES_REMOVED).
 - INTERNAL: a fault of ours; logged with its traceback.
 """
 
@@ -18,7 +23,10 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+from opentelemetry.trace import Span
 
+from pulsestream import refusals
+from pulsestream.refusals import Reason
 from pulsestream.spec import RESOLUTIONS
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 from pulsestream_generator import tracing
@@ -26,7 +34,7 @@ from pulsestream_generator.clock import now_ms
 from pulsestream_generator.gate import Gate, GateClosed
 from pulsestream_generator.hub import EndReason, Hub, StreamEnded
 from pulsestream_generator.metrics import GeneratorMetrics
-from pulsestream_generator.query import InvalidArgument, parse
+from pulsestream_generator.query import InvalidArgument, Query, parse
 from pulsestream_generator.source import describe
 from pulsestream_generator.wire import duration
 
@@ -34,11 +42,12 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = timeseries_pb2.DESCRIPTOR.services_by_name["TimeSeriesService"].full_name
 
-_STATUS = {
-    EndReason.OVERFLOW: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    EndReason.REPLAY_BEHIND: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    EndReason.DRAINING: grpc.StatusCode.UNAVAILABLE,
-    EndReason.SERIES_REMOVED: grpc.StatusCode.NOT_FOUND,
+#: The refusal reason (and so the status code, :data:`pulsestream.refusals.CODES`) each way a stream ends.
+_REFUSAL = {
+    EndReason.OVERFLOW: Reason.SUBSCRIBER_TOO_SLOW,
+    EndReason.REPLAY_BEHIND: Reason.REPLAY_FELL_BEHIND,
+    EndReason.DRAINING: Reason.SERVER_DRAINING,
+    EndReason.SERIES_REMOVED: Reason.SERIES_REMOVED,
 }
 
 
@@ -79,34 +88,7 @@ class TimeSeriesServicer(timeseries_pb2_grpc.TimeSeriesServiceServicer):
     ) -> AsyncIterator[timeseries_pb2.SubscribeResponse]:
         peer = context.peer()
         with tracing.subscribe_span(request, context, peer) as span:
-            if self.gate.closed:
-                with tracing.current(span):
-                    logger.debug("stream refused: draining", extra={"peer": peer})
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "server draining, reconnect")
-            try:
-                query = parse(
-                    request,
-                    known=self.hub.spec.series,
-                    history=self.hub.history,
-                    retention_ms=self.hub.retention_ms,
-                    now=now_ms(),
-                )
-            except InvalidArgument as error:
-                with tracing.current(span):
-                    logger.debug("stream rejected: %s", error, extra={"peer": peer})
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-            start = request.WhichOneof("start") or "live"
-            with tracing.current(span):
-                logger.debug(
-                    "stream opened",
-                    extra={
-                        "peer": peer,
-                        "series": ",".join(query.series),
-                        "resolution": query.resolution,
-                        "start": start,
-                        "after": query.after,
-                    },
-                )
+            query = await self._accept(request, context, span, peer)
             self.metrics.stream_starts.labels("Subscribe").inc()
             gauge = self.metrics.subscribers.labels(query.resolution)
             sent = 0
@@ -127,7 +109,8 @@ class TimeSeriesServicer(timeseries_pb2_grpc.TimeSeriesServiceServicer):
                         self.metrics.peer_closed(peer)
             except GateClosed:
                 reason = EndReason.DRAINING.value
-                failure = StreamEnded(EndReason.DRAINING, "server draining, reconnect")
+                # Nothing was sent yet: the request's own cursor resumes exactly.
+                failure = StreamEnded(EndReason.DRAINING, "server draining, reconnect", after_sequence=query.after)
             except StreamEnded as ended:
                 reason = ended.reason.value
                 failure = ended
@@ -145,4 +128,39 @@ class TimeSeriesServicer(timeseries_pb2_grpc.TimeSeriesServiceServicer):
                         extra={"peer": peer, "reason": reason, "points_sent": sent, "series": ",".join(query.series)},
                     )
             if failure is not None:
-                await context.abort(_STATUS[failure.reason], str(failure))
+                await context.abort_with_status(
+                    refusals.status(_REFUSAL[failure.reason], str(failure), **failure.metadata)
+                )
+
+    async def _accept(
+        self, request: timeseries_pb2.SubscribeRequest, context: grpc.aio.ServicerContext, span: Span, peer: str
+    ) -> Query:
+        """The validated query, or the call aborted: UNAVAILABLE while draining, INVALID_ARGUMENT if wrong."""
+        if self.gate.closed:
+            with tracing.current(span):
+                logger.debug("stream refused: draining", extra={"peer": peer})
+            await context.abort_with_status(refusals.status(Reason.SERVER_DRAINING, "server draining, reconnect"))
+        try:
+            query = parse(
+                request,
+                known=self.hub.spec.series,
+                history=self.hub.history,
+                retention_ms=self.hub.retention_ms,
+                now=now_ms(),
+            )
+        except InvalidArgument as error:
+            with tracing.current(span):
+                logger.debug("stream rejected: %s", error, extra={"peer": peer})
+            await context.abort_with_status(refusals.status(error.reason, str(error), **error.metadata))
+        with tracing.current(span):
+            logger.debug(
+                "stream opened",
+                extra={
+                    "peer": peer,
+                    "series": ",".join(query.series),
+                    "resolution": query.resolution,
+                    "start": request.WhichOneof("start") or "live",
+                    "after": query.after,
+                },
+            )
+        return query

@@ -1,8 +1,9 @@
 """The ``StreamConfig`` CustomResourceDefinition, generated from the settings model.
 
 :class:`pulsestream.spec.StreamSpec` is the one source of the settings'
-shape; this module derives the CRD's ``openAPIV3Schema`` from it
-(:mod:`.schema`) and writes the result to the repository's one CRD file and
+shape and rules; this module derives the CRD's ``openAPIV3Schema`` from it
+(:mod:`.schema` for the fields, :mod:`.crdrules` for the cross-field rules)
+and writes the result to the repository's one CRD file and
 its copy in the Helm chart (Helm installs ``crds/`` before templates and
 cannot read files outside the chart, hence the copy). ``make crd`` runs::
 
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from pulsestream.spec import StreamSpec
+from pulsestream_operator import crdrules
 from pulsestream_operator.schema import structural
 
 GROUP = "pulsestream.io"
@@ -108,6 +110,7 @@ def spec_schema() -> dict[str, Any]:
         "Live settings of the target's generator and streamer; the operator writes them, as written, "
         "into the settings file both services watch."
     )
+    schema["x-kubernetes-validations"] = crdrules.validations(schema)  # the model's cross-field rules
     return schema
 
 

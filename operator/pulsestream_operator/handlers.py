@@ -1,7 +1,8 @@
 """The kopf handlers: from a ``StreamConfig`` to the ConfigMap the pods mount.
 
 Every create, update and resume runs the same level-based :func:`reconcile`:
-validate (:func:`pulsestream.spec.parse_spec`, then :mod:`.checks`), render
+validate (:func:`pulsestream.spec.parse_spec`: each value, then the
+spec's cross-field rules, each refusal with its reason), render
 the settings file, create or patch the ConfigMap only if it differs, roll the
 target's Deployments when a change cannot apply live, and write ``status``.
 
@@ -19,14 +20,14 @@ while the operator is down.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
-from pulsestream.spec import SpecError, StreamSpec, parse_spec
-from pulsestream_operator import checks, conditions, rendering
+from pulsestream.spec import Problem, SpecError, StreamSpec, parse_spec
+from pulsestream_operator import conditions, rendering
 from pulsestream_operator.crd import GROUP, PLURAL, VERSION
 from pulsestream_operator.kubeapi import KubeClient, KubeError
 from pulsestream_operator.settings import OperatorSettings
@@ -129,19 +130,8 @@ async def reconcile(
     raw = dict(spec)
     try:
         parsed = parse_spec(raw)
-    except SpecError as error:
-        _reject(
-            body=body,
-            status=status,
-            patch=patch,
-            generation=generation,
-            problems=[checks.Problem("InvalidSpec", str(error))],
-            cause=reason,
-        )
-        return
-    problems = checks.problems(parsed)
-    if problems:
-        _reject(body=body, status=status, patch=patch, generation=generation, problems=problems, cause=reason)
+    except SpecError as error:  # InvalidSpec, or the reason of each broken cross-field rule
+        _reject(body=body, status=status, patch=patch, generation=generation, problems=error.problems, cause=reason)
         return
     try:
         await _apply(
@@ -179,6 +169,32 @@ def deleted(*, name: str, namespace: str | None, status: kopf.Status, **_: Any) 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a valid spec asks for: the settings document as written, its hash, the target, the ConfigMap."""
+
+    document: dict[str, Any]
+    version: str
+    target: str
+    cm_name: str
+    configmap: dict[str, Any]
+    #: The rolling-fields hash the pods must be rolled for (see :func:`_rolled_for`).
+    roll_for: str
+    #: The StreamConfig's uid: the owner the ConfigMap must have.
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What one reconcile did, for ``status``, the log and the Events."""
+
+    written: str  # created | patched | unchanged
+    changed: dict[str, tuple[Any, Any]]
+    rolled: list[str]
+    rolling: list[str]
+    retargeted: bool
+
+
 async def _apply(
     *,
     runtime: Runtime,
@@ -192,11 +208,45 @@ async def _apply(
     generation: int | None,
     cause: str,
 ) -> None:
-    settings = runtime.settings
-    api = runtime.api
+    """Apply a valid spec: read the ConfigMap, refuse one we do not own, write it, roll, report.
+
+    Each step is idempotent, so a retry after a :class:`KubeError` at any point finishes the job.
+    """
+    settings, api = runtime.settings, runtime.api
+    plan = _plan(settings, body, parsed, raw, name=name, namespace=namespace)
+    existing = await api.get_configmap(namespace, plan.cm_name)
+    conflict = _conflict(existing, plan)
+    if conflict is not None:
+        _reject(body=body, status=status, patch=patch, generation=generation, problems=[conflict], cause=cause)
+        return
+    before = rendering.read_settings((existing or {}).get("data", {}).get(settings.settings_key))
+    rolled_for = _rolled_for(existing, before, plan, settings)
+    written = await _write_configmap(api, namespace, plan, existing, rolled_for)
+    retargeted = await _retire_previous_configmap(api, namespace, status.get("configMap"), plan)
+    changed = rendering.changed_fields(before, plan.document)
+    rolled = await _roll_if_needed(api, settings, namespace, plan, rolled_for=rolled_for, retargeted=retargeted)
+    outcome = _Outcome(
+        written=written,
+        changed=changed,
+        rolled=rolled,
+        rolling=sorted(settings.rolling_fields & set(changed)) if before is not None else [],
+        retargeted=retargeted,
+    )
+    _report(body, status, patch, plan, outcome, name=name, namespace=namespace, generation=generation, cause=cause)
+
+
+def _plan(
+    settings: OperatorSettings,
+    body: kopf.Body,
+    parsed: StreamSpec,
+    raw: Mapping[str, Any],
+    *,
+    name: str,
+    namespace: str,
+) -> _Plan:
+    """The desired ConfigMap (owned by the StreamConfig) and the hashes it is judged by."""
     document = rendering.as_written(parsed, raw)
     version = parsed.version()
-    target = parsed.target or name
     cm_name = settings.configmap_for(name, parsed.target)
     desired = rendering.configmap(
         name=cm_name,
@@ -207,61 +257,113 @@ async def _apply(
         streamconfig=name,
     )
     kopf.append_owner_reference(desired, owner=body)
-    uid = str(body.metadata.uid)
+    return _Plan(
+        document=document,
+        version=version,
+        target=parsed.target or name,
+        cm_name=cm_name,
+        configmap=desired,
+        roll_for=rendering.rolling_hash(document, settings.rolling_fields),
+        uid=str(body.metadata.uid),
+    )
 
-    existing = await api.get_configmap(namespace, cm_name)
-    owner = rendering.controller_uid(existing) if existing else None
-    foreign = owner not in (None, uid) or (owner is None and not rendering.managed_by_us(existing))
-    if existing is not None and foreign:
-        message = (
-            f"ConfigMap {cm_name} is controlled by another object (uid {owner}); not overwriting it"
-            if owner
-            else f"ConfigMap {cm_name} exists and was not made by pulsestream-operator; not taking it over "
-            "(deleting the StreamConfig would then delete it): remove it or choose another target"
-        )
-        _reject(
-            body=body,
-            status=status,
-            patch=patch,
-            generation=generation,
-            problems=[checks.Problem("ConfigMapConflict", message)],
-            cause=cause,
-        )
-        return
-    before = rendering.read_settings((existing or {}).get("data", {}).get(settings.settings_key))
-    # What the pods were last rolled for: recorded on the ConfigMap, so a roll that failed after the
-    # ConfigMap was patched is finished by the retry (a diff would be empty by then). A new ConfigMap
-    # starts at the current value: pods read it when they start.
-    roll_for = rendering.rolling_hash(document, settings.rolling_fields)
+
+def _conflict(existing: Mapping[str, Any] | None, plan: _Plan) -> Problem | None:
+    """A reason not to touch an existing ConfigMap: another controller's, or one we did not make."""
+    if existing is None:
+        return None
+    owner = rendering.controller_uid(existing)
+    if owner == plan.uid or (owner is None and rendering.managed_by_us(existing)):
+        return None
+    message = (
+        f"ConfigMap {plan.cm_name} is controlled by another object (uid {owner}); not overwriting it"
+        if owner
+        else f"ConfigMap {plan.cm_name} exists and was not made by pulsestream-operator; not taking it over "
+        "(deleting the StreamConfig would then delete it): remove it or choose another target"
+    )
+    return Problem("ConfigMapConflict", message)
+
+
+def _rolled_for(
+    existing: Mapping[str, Any] | None,
+    before: Mapping[str, Any] | None,
+    plan: _Plan,
+    settings: OperatorSettings,
+) -> str:
+    """The rolling hash the pods were last rolled for.
+
+    Recorded on the ConfigMap, so a roll that failed after the ConfigMap was patched is finished by the
+    retry (a diff would be empty by then). A new ConfigMap starts at the current value: pods read it when
+    they start.
+    """
     recorded = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(rendering.ROLLED_ANNOTATION)
-    rolled_for = recorded or (rendering.rolling_hash(before, settings.rolling_fields) if before else roll_for)
-    desired["metadata"]["annotations"][rendering.ROLLED_ANNOTATION] = rolled_for
+    if recorded:
+        return str(recorded)
+    return rendering.rolling_hash(before, settings.rolling_fields) if before else plan.roll_for
+
+
+async def _write_configmap(
+    api: KubeClient, namespace: str, plan: _Plan, existing: Mapping[str, Any] | None, rolled_for: str
+) -> str:
+    """Create the ConfigMap, or patch what differs; returns ``created``, ``patched`` or ``unchanged``."""
+    metadata = plan.configmap["metadata"]
+    annotations = {**metadata["annotations"], rendering.ROLLED_ANNOTATION: rolled_for}
+    desired = {**plan.configmap, "metadata": {**metadata, "annotations": annotations}}
     if existing is None:
         await api.create_configmap(namespace, desired)
-        outcome = "created"
-    else:
-        change = rendering.configmap_patch(existing, desired)
-        if change is not None:
-            await api.patch_configmap(namespace, cm_name, change)
-        outcome = "patched" if change is not None else "unchanged"
+        return "created"
+    change = rendering.configmap_patch(existing, desired)
+    if change is None:
+        return "unchanged"
+    await api.patch_configmap(namespace, plan.cm_name, change)
+    return "patched"
 
-    previous_cm = status.get("configMap")
-    retargeted = bool(previous_cm) and previous_cm != cm_name
-    if retargeted:
-        old = await api.get_configmap(namespace, str(previous_cm))
-        if old is not None and rendering.controller_uid(old) == uid:
-            await api.delete_configmap(namespace, str(previous_cm))
-    changed = rendering.changed_fields(before, document)
-    rolling = sorted(settings.rolling_fields & set(changed)) if before is not None else []
-    rolled: list[str] = []
-    if retargeted or (settings.rolling_fields and rolled_for != roll_for):
-        rolled = await _roll(api, settings, namespace, target, version)
-        if rolled_for != roll_for:
-            await api.patch_configmap(
-                namespace, cm_name, {"metadata": {"annotations": {rendering.ROLLED_ANNOTATION: roll_for}}}
-            )
 
-    message = f"settings {version} are in ConfigMap {cm_name}"
+async def _retire_previous_configmap(api: KubeClient, namespace: str, previous: object, plan: _Plan) -> bool:
+    """After a target change, delete the ConfigMap written before (if it is still ours); True if retargeted."""
+    if not previous or previous == plan.cm_name:
+        return False
+    old = await api.get_configmap(namespace, str(previous))
+    if old is not None and rendering.controller_uid(old) == plan.uid:
+        await api.delete_configmap(namespace, str(previous))
+    return True
+
+
+async def _roll_if_needed(
+    api: KubeClient,
+    settings: OperatorSettings,
+    namespace: str,
+    plan: _Plan,
+    *,
+    rolled_for: str,
+    retargeted: bool,
+) -> list[str]:
+    """Roll the target's Deployments when the target or a rolling field changed; record what they run."""
+    stale = rolled_for != plan.roll_for
+    if not (retargeted or (settings.rolling_fields and stale)):
+        return []
+    rolled = await _roll(api, settings, namespace, plan.target, plan.version)
+    if stale:
+        await api.patch_configmap(
+            namespace, plan.cm_name, {"metadata": {"annotations": {rendering.ROLLED_ANNOTATION: plan.roll_for}}}
+        )
+    return rolled
+
+
+def _report(
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    plan: _Plan,
+    outcome: _Outcome,
+    *,
+    name: str,
+    namespace: str,
+    generation: int | None,
+    cause: str,
+) -> None:
+    """Ready=True in ``status``, one log line, and an Event for each thing that changed in the cluster."""
+    message = f"settings {plan.version} are in ConfigMap {plan.cm_name}"
     _set_status(
         status,
         patch,
@@ -269,16 +371,17 @@ async def _apply(
         ready=True,
         reason="Applied",
         message=message,
-        extra={"configMap": cm_name, "settingsHash": version},
+        extra={"configMap": plan.cm_name, "settingsHash": plan.version},
     )
+    rolled, changed = outcome.rolled, outcome.changed
     logger.info(
         "reconciled %s/%s generation %s (%s): ConfigMap %s %s; changed %s%s",
         namespace,
         name,
         generation,
         cause,
-        cm_name,
-        outcome,
+        plan.cm_name,
+        outcome.written,
         ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items()) or "nothing",
         f"; rolled {', '.join(rolled)}" if rolled else "",
         extra={
@@ -286,17 +389,21 @@ async def _apply(
             "streamconfig": name,
             "generation": generation,
             "cause": cause,
-            "configmap": cm_name,
-            "outcome": outcome,
+            "configmap": plan.cm_name,
+            "outcome": outcome.written,
             "changed": sorted(changed),
-            "settings_hash": version,
+            "settings_hash": plan.version,
             "rolled": rolled,
         },
     )
-    if outcome != "unchanged":
-        kopf.info(body, reason="SettingsApplied", message=f"{message} ({outcome})")
+    if outcome.written != "unchanged":
+        kopf.info(body, reason="SettingsApplied", message=f"{message} ({outcome.written})")
     if rolled:
-        why = "target changed" if retargeted else f"{', '.join(rolling) or 'fields that need a restart'} changed"
+        why = (
+            "target changed"
+            if outcome.retargeted
+            else f"{', '.join(outcome.rolling) or 'fields that need a restart'} changed"
+        )
         kopf.info(body, reason="Rolled", message=f"rolled Deployments {', '.join(rolled)}: {why}")
 
 
@@ -319,7 +426,7 @@ def _reject(
     status: kopf.Status,
     patch: kopf.Patch,
     generation: int | None,
-    problems: list[checks.Problem],
+    problems: Sequence[Problem],
     cause: str,
 ) -> None:
     """Ready=False with the first problem's reason; a Warning Event when the verdict is new."""

@@ -9,22 +9,15 @@ must match what the generator and streamer pods mount.
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 from pydantic import Field, field_validator
 
 from pulsestream.envsettings import EnvSettings
+from pulsestream.spec import StreamSpec
 
-#: The spec fields (camelCase, as in the ``StreamConfig``) an operator may be told to roll pods for.
-ROLLABLE_FIELDS = (
-    "frequency",
-    "bufferSize",
-    "flushInterval",
-    "heartbeatInterval",
-    "retention",
-    "series",
-    "rateLimit",
-)
+#: The spec fields (camelCase, as in the ``StreamConfig``) an operator may be told to roll pods for:
+#: every live setting (``target`` is not one; a target change always rolls).
+ROLLABLE_FIELDS = tuple(info.alias or name for name, info in StreamSpec.model_fields.items() if name != "target")
 
 
 class OperatorSettings(EnvSettings):
@@ -32,8 +25,8 @@ class OperatorSettings(EnvSettings):
 
     env_prefix = "OPERATOR_"
 
-    namespaces: str = Field(
-        default="",
+    namespaces: list[str] = Field(
+        default_factory=list,
         description=(
             "Comma-separated namespaces whose StreamConfigs the operator reconciles; empty = all namespaces "
             "(needs a ClusterRole; with a list, Roles in those namespaces are enough)."
@@ -61,8 +54,8 @@ class OperatorSettings(EnvSettings):
             "(Helm sets app.kubernetes.io/instance to the release name)."
         ),
     )
-    roll_on: str = Field(
-        default="",
+    roll_on: list[str] = Field(
+        default_factory=list,
         description=(
             "Comma-separated spec fields (camelCase) whose change rolls the target's Deployments instead of "
             "relying on live reload; empty = every field applies live. A target change always rolls."
@@ -88,16 +81,6 @@ class OperatorSettings(EnvSettings):
             "empty = the pod's service account, else the kubeconfig (KUBECONFIG or ~/.kube/config)."
         ),
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        default="info",
-        json_schema_extra={"env": "LOG_LEVEL"},
-        description="Log level: debug, info, warning or error.",
-    )
-    log_format: Literal["text", "json"] = Field(
-        default="text",
-        json_schema_extra={"env": "LOG_FORMAT"},
-        description="Log line format: text for people, json for log collectors.",
-    )
 
     @field_validator("configmap_name")
     @classmethod
@@ -111,8 +94,8 @@ class OperatorSettings(EnvSettings):
 
     @field_validator("roll_on")
     @classmethod
-    def _rollable(cls, value: str) -> str:
-        unknown = sorted(set(_split(value)) - set(ROLLABLE_FIELDS))
+    def _rollable(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(ROLLABLE_FIELDS))
         if unknown:
             raise ValueError(f"unknown spec fields {', '.join(unknown)}; choose from {', '.join(ROLLABLE_FIELDS)}")
         return value
@@ -120,17 +103,13 @@ class OperatorSettings(EnvSettings):
     @property
     def namespace_list(self) -> list[str]:
         """The namespaces to watch; empty means all (cluster-wide)."""
-        return _split(self.namespaces)
+        return list(self.namespaces)
 
     @property
     def rolling_fields(self) -> frozenset[str]:
         """Spec fields whose change rolls the target's Deployments."""
-        return frozenset(_split(self.roll_on))
+        return frozenset(self.roll_on)
 
     def configmap_for(self, name: str, target: str | None) -> str:
         """The ConfigMap name for a StreamConfig ``name`` driving ``target`` (``None``: its own name)."""
         return self.configmap_name.replace("{target}", target or name).replace("{name}", name)
-
-
-def _split(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]

@@ -67,7 +67,24 @@ class TimeSeriesServiceServicer:
         and no duplicate. Errors: INVALID_ARGUMENT for an unknown series, an
         unknown resolution or a start outside the retention window;
         RESOURCE_EXHAUSTED when the subscriber falls further behind than its
-        buffer (resubscribe with `after_sequence`); UNAVAILABLE while draining.
+        buffer (resubscribe with `after_sequence`); UNAVAILABLE while draining;
+        NOT_FOUND when a series of the stream is removed by the live settings.
+
+        Each of these statuses carries a google.rpc.Status detail with one
+        google.rpc.ErrorInfo: domain "pulsestream.io", a stable reason, and
+        metadata (strings). Match the reason, never the message text (which is
+        for people). Reasons (code, metadata keys):
+        BAD_ARGUMENT          INVALID_ARGUMENT    field
+        UNKNOWN_SERIES        INVALID_ARGUMENT    field, series
+        UNKNOWN_RESOLUTION    INVALID_ARGUMENT    field, resolutions
+        START_IN_FUTURE       INVALID_ARGUMENT    field, now
+        HISTORY_NOT_RETAINED  INVALID_ARGUMENT    field, retained_from
+        SUBSCRIBER_TOO_SLOW   RESOURCE_EXHAUSTED  after_sequence, buffer_size
+        REPLAY_FELL_BEHIND    RESOURCE_EXHAUSTED  last_sequence
+        SERVER_DRAINING       UNAVAILABLE         after_sequence (when the stream had started)
+        SERIES_REMOVED        NOT_FOUND           series
+        `after_sequence` is the cursor to resubscribe with, without a gap. The
+        Python constants are in pulsestream/refusals.py.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

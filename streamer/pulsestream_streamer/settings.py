@@ -6,21 +6,23 @@ that works on a laptop, and says its unit and why it has that default. The
 README's settings table is generated from this class (``make readme``).
 
 The live-tunable values (buffer size, flush and heartbeat intervals, the
-series list) are read here as the *base* of the live settings file: the file
-(``PULSESTREAM_SETTINGS_FILE``) overrides them at run time, the environment
-supplies what the file leaves out (:meth:`StreamerSettings.base_spec`).
+series list, the rate limits) are read here as the *base* of the live
+settings file: the file (``PULSESTREAM_SETTINGS_FILE``) overrides them at run
+time, the environment supplies what the file leaves out
+(:meth:`StreamerSettings.base_spec`). They are derived from the spec's fields
+(:func:`pulsestream.liveenv.live`), bounds and cross-field rules included.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from pulsestream.durations import Duration, within
-from pulsestream.envsettings import EnvSettings
-from pulsestream.spec import DEFAULT_SERIES, SERIES_NAME_PATTERN, StreamSpec
+from pulsestream.liveenv import LiveEnvSettings, live
+from pulsestream.spec import SeriesName
 from pulsestream_streamer.access.clientid import parse_networks
 from pulsestream_streamer.access.keys import parse_keys
 
@@ -31,14 +33,7 @@ __all__ = ["StreamerSettings"]
 _ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
 
 
-def _split(value: object) -> object:
-    """Comma-separated text to a list (environment variables are strings)."""
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-class StreamerSettings(EnvSettings):
+class StreamerSettings(LiveEnvSettings):
     """Everything the streamer process needs to start; see the README's settings table."""
 
     env_prefix = "STREAMER_"
@@ -56,10 +51,11 @@ class StreamerSettings(EnvSettings):
         description="Listen backlog: pending TCP connections; large so a reconnect storm of browsers is absorbed.",
     )
     limit_concurrency: int = Field(
-        default=20000,
+        default=16384,
         ge=10,
         description="Most concurrent HTTP connections before new ones get 503; above the 10k SSE clients one pod "
-        "is sized for.",
+        "is sized for, below common file-descriptor limits. Lowered at start (with a warning) to what the "
+        "file-descriptor limit leaves room for, so the process never runs out of descriptors.",
     )
     max_request_head: int = Field(
         default=65536,
@@ -67,6 +63,12 @@ class StreamerSettings(EnvSettings):
         le=16 * 1024 * 1024,
         description="Most bytes of a request line plus headers; a larger head gets 400 with a JSON body before it "
         "is parsed (uvicorn's httptools parser has no limit of its own).",
+    )
+    request_head_timeout: Annotated[Duration, within("1s", "10m")] = Field(
+        default=Duration("10s"),
+        description="Time a connection gets to send a complete request head, from its opening or the first byte "
+        "of its next request; then 408 and closed (nginx's client_header_timeout). Bounds what idle or slowloris "
+        "sockets hold: without it they keep a slot of limit_concurrency forever. Streams are never timed.",
     )
     socket_send_buffer: int = Field(
         default=0,
@@ -100,32 +102,20 @@ class StreamerSettings(EnvSettings):
     )
     protect_health_and_metrics: bool = Field(
         default=False,
-        description="Whether /health and /metrics need an API key too; off so probes and Prometheus scrape "
-        "without one (they are never rate limited).",
+        description="Whether /health, /metrics and the API description (/openapi.json, /redoc) need an API key "
+        "too; off so probes and Prometheus scrape without one (they are never rate limited).",
     )
     cors_allow_credentials: bool = Field(
         default=False,
         description="Let browsers send cookies/HTTP auth cross-origin; needs explicit origins (never with *).",
     )
-    rate_limit_requests_per_second: float = Field(
-        default=5.0,
-        gt=0,
-        le=100_000,
-        description="Sustained /v1 requests per second per client, the token refill rate (live: "
-        "rateLimit.requestsPerSecond).",
+    rate_limit_requests_per_second: float = live(
+        "rateLimit.requestsPerSecond", "Sustained /v1 requests per second per client, the token refill rate."
     )
-    rate_limit_burst: int = Field(
-        default=10,
-        ge=1,
-        le=1_000_000,
-        description="Requests a client may make at once before the rate applies (live: rateLimit.burst).",
-    )
-    max_streams_per_client: int = Field(
-        default=4,
-        ge=1,
-        le=10_000,
-        description="Concurrent SSE streams per client; one stream carries many series, so a few suffice "
-        "(live: rateLimit.maxStreamsPerClient).",
+    rate_limit_burst: int = live("rateLimit.burst", "Requests a client may make at once before the rate applies.")
+    max_streams_per_client: int = live(
+        "rateLimit.maxStreamsPerClient",
+        "Concurrent SSE streams per client; one stream carries many series, so a few suffice.",
     )
 
     # --- upstream (gRPC) -------------------------------------------------------------------------
@@ -245,51 +235,20 @@ class StreamerSettings(EnvSettings):
     )
 
     # --- live-tunable defaults (the settings file overrides them) --------------------------------
-    buffer_size: int = Field(
-        default=1024,
-        ge=1,
-        le=1_000_000,
-        description="Events queued per client before it is dropped as a slow consumer (live: bufferSize).",
+    buffer_size: int = live("bufferSize", "Events queued per client before it is dropped as a slow consumer.")
+    flush_interval: Duration = live(
+        "flushInterval", "Batching window: points arriving within it go to each client as one event."
     )
-    flush_interval: Annotated[Duration, within("0ms", "10s")] = Field(
-        default=Duration("50ms"),
-        description="Batching window: points arriving within it go to each client as one event (live: flushInterval).",
+    heartbeat_interval: Duration = live(
+        "heartbeatInterval", "Idle time before an SSE heartbeat comment; below proxies' 60 s idle timeouts."
     )
-    heartbeat_interval: Annotated[Duration, within("1s", "10m")] = Field(
-        default=Duration("15s"),
-        description="Idle time before an SSE heartbeat comment; below proxies' 60 s idle timeouts (live: "
-        "heartbeatInterval).",
-    )
-    series: Annotated[list[Annotated[str, Field(pattern=SERIES_NAME_PATTERN)]], Field(min_length=1)] = Field(
-        default_factory=lambda: list(DEFAULT_SERIES),
-        description="Series offered when the generator's catalogue is unavailable (live: series).",
-    )
+    series: list[SeriesName] = live("series", "Series offered when the generator's catalogue is unavailable.")
 
-    # --- shared names ----------------------------------------------------------------------------
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
-        default="info",
-        description="Log level; debug shows per-client and per-subscription flow.",
-        json_schema_extra={"env": "LOG_LEVEL"},
-    )
-    log_format: Literal["text", "json"] = Field(
-        default="text",
-        description="Log line format: text for people, json for collectors.",
-        json_schema_extra={"env": "LOG_FORMAT"},
-    )
-    settings_file: str = Field(
-        default="",
-        description="Live settings file (JSON or YAML, a StreamConfig spec) watched for changes; empty = none.",
-        json_schema_extra={"env": "PULSESTREAM_SETTINGS_FILE"},
-    )
+    # --- the live settings file ------------------------------------------------------------------
     settings_poll_interval: Annotated[Duration, within("100ms", "1m")] = Field(
         default=Duration("1s"),
         description="How often the live settings file is re-read (by content hash; survives ConfigMap swaps).",
     )
-
-    @field_validator("generator_address", "cors_allowed_origins", "series", mode="before")
-    @classmethod
-    def _comma_list(cls, value: object) -> object:
-        return _split(value)
 
     @field_validator("api_keys")
     @classmethod
@@ -326,19 +285,3 @@ class StreamerSettings(EnvSettings):
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"{address!r} is not host:port")
         return value
-
-    def base_spec(self) -> StreamSpec:
-        """The live settings before any file: the environment's values for the live-tunable fields."""
-        return StreamSpec.model_validate(
-            {
-                "bufferSize": self.buffer_size,
-                "flushInterval": self.flush_interval,
-                "heartbeatInterval": self.heartbeat_interval,
-                "series": list(self.series),
-                "rateLimit": {
-                    "requestsPerSecond": self.rate_limit_requests_per_second,
-                    "burst": self.rate_limit_burst,
-                    "maxStreamsPerClient": self.max_streams_per_client,
-                },
-            }
-        )

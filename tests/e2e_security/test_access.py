@@ -130,7 +130,8 @@ def test_a_limit_changed_live_in_the_settings_file_takes_effect(streamer: Servic
     client = WAYS["bearer"](KEYS[4])
     limits({"rateLimit": {"requestsPerSecond": 0.2, "burst": 2, "maxStreamsPerClient": 4}})
     assert [get(streamer, **client).status_code for _ in range(3)] == [200, 200, 429]
-    limits({"rateLimit": {"requestsPerSecond": 100, "burst": 50, "maxStreamsPerClient": 4}})
+    # burst 100, not below the rate: both services refuse a burst below the rate (BurstBelowRate), as the operator does
+    limits({"rateLimit": {"requestsPerSecond": 100, "burst": 100, "maxStreamsPerClient": 4}})
     assert [get(streamer, **client).status_code for _ in range(10)] == [200] * 10
 
 
@@ -150,6 +151,7 @@ def test_over_the_stream_cap_a_client_gets_429_and_others_still_stream(streamer:
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["error"]["code"] == "too_many_streams"
+        assert "STREAMER_MAX_STREAMS_PER_CLIENT" in refused.json()["error"]["message"]  # says what to change
         with two.stream("GET", url, params={"series": "cpu", "api_key": KEYS[1]}) as other:
             assert other.status_code == 200
         assert next(chunks)  # the held stream was never cut

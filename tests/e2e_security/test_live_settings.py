@@ -1,5 +1,6 @@
 """Live settings through real processes: a frequency change reaches an open SSE stream without a reconnect,
-delivered by the Kubernetes ConfigMap symlink swap; an invalid file keeps the old settings and /health says why."""
+delivered by the Kubernetes ConfigMap symlink swap; an invalid file (a bad value, or values that do not go
+together) keeps the old settings and /health says why."""
 
 from __future__ import annotations
 
@@ -103,6 +104,32 @@ def test_an_invalid_settings_file_keeps_the_last_good_settings_and_health_shows_
     fixed = expected_version(streamer, good | {"heartbeatInterval": "5s"})
     wait_for(lambda: health(streamer).get("config_version") == fixed, what="the repaired settings")
     assert health(streamer).get("settings_error") is None
+
+
+def test_a_file_breaking_a_cross_field_rule_is_refused_by_both_running_services(
+    generator: Service, streamer: Service, volume: Path
+) -> None:
+    """8.6 million points per series: each value is in range, the pair is not (HistoryTooLarge, as the operator
+    says)."""
+    good = {"flushInterval": "20ms"}
+    version = expected_version(streamer, good)
+    streamer.write_settings(good)
+    wait_for(lambda: health(streamer).get("config_version") == version, what="the good settings")
+    too_much_history = {"frequency": "10ms", "retention": "24h"}
+
+    streamer.write_settings(good | too_much_history)
+    body = wait_for(lambda: (b := health(streamer)).get("settings_error") and b, what="the error in /health")
+    assert "8,640,000 points per series" in body["settings_error"]
+    assert body["config_version"] == version  # the last good settings stay in force
+    _swap(volume, "..v-history", too_much_history)
+    wait_for(lambda: "8,640,000 points per series" in generator.logs(), what="the generator to refuse the file")
+    assert "settings rejected, keeping version" in generator.logs()
+    assert generator.alive() and streamer.alive()
+    assert "Traceback" not in generator.logs() + streamer.logs()
+
+    _swap(volume, "..v-restored", {"frequency": "250ms"})
+    streamer.write_settings(good)
+    wait_for(lambda: health(streamer).get("settings_error") is None, what="the repaired settings")
 
 
 def test_a_streamer_without_keys_says_at_start_up_that_v1_is_open(streamer: Service) -> None:

@@ -11,6 +11,7 @@ import pytest
 from generator_streams import StartGenerator, assert_continuous, now_ms, points_by_series
 from pulsestream_generator.server import GeneratorApp
 
+from pulsestream.refusals import Reason, refusal_of
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 
 SERIES = [f"s{i:02d}" for i in range(40)]  # big messages fill the slow client's transport window quickly
@@ -70,6 +71,10 @@ async def test_a_slow_subscriber_is_cut_with_a_resume_cursor_while_a_fast_one_ke
         assert match, details
         cursor = int(match.group(1))
         assert cursor == received[-1].points[0].sequence, "the cursor is the last point the client got"
+        # The same facts as data, for programs (the streamer): reason and cursor, no parsing.
+        refusal = refusal_of(caught.value)
+        assert refusal is not None and refusal.reason == Reason.SUBSCRIBER_TOO_SLOW
+        assert refusal.metadata == {"after_sequence": str(cursor), "buffer_size": str(BUFFER)}
 
         # Resuming from that cursor continues without a gap (from the history ring).
         resumed = timeseries_pb2_grpc.TimeSeriesServiceStub(fast_channel).Subscribe(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from pulsestream_generator.server import GeneratorApp
 from pulsestream_generator.settings import GeneratorSettings
 
 from pulsestream.envsettings import SettingsError
+from pulsestream.refusals import Reason, refusal_of
 from pulsestream.v1 import random_pb2, random_pb2_grpc, timeseries_pb2, timeseries_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -60,6 +62,11 @@ async def test_health_is_serving_then_not_serving_while_draining_and_streams_end
                         await call.read()
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "draining" in caught.value.details()
+            refusal = refusal_of(caught.value)
+            assert refusal is not None and refusal.reason == Reason.SERVER_DRAINING
+            # The time-series stream says where to resume, as data; random numbers are not resumable.
+            cursor = re.search(r"after_sequence=(\d+)", caught.value.details())
+            assert refusal.metadata == ({"after_sequence": cursor[1]} if cursor else {})
         assert "after_sequence=" in str(await live.details())
         refused = stub.Subscribe(timeseries_pb2.SubscribeRequest(series=["cpu"]))
         with pytest.raises(grpc.aio.AioRpcError) as caught:

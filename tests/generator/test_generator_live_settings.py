@@ -9,6 +9,7 @@ import grpc
 import pytest
 from generator_streams import StartGenerator, assert_continuous, now_ms, points_by_series, read_messages, read_until
 
+from pulsestream.refusals import Reason, Refusal, refusal_of
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 
 Request = timeseries_pb2.SubscribeRequest
@@ -64,6 +65,7 @@ async def test_series_added_live_come_with_history_and_removed_ones_end_their_st
             await read_until(memory, lambda m: False, 10)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         assert "memory" in caught.value.details()
+        assert refusal_of(caught.value) == Refusal(Reason.SERIES_REMOVED, {"series": "memory"})
         assert [s.name for s in (await _list(app.address)).series] == ["cpu", "disk"]
         # a series added live has the full history (computed), so it can be replayed at once
         start = now_ms() - 5_000
@@ -79,6 +81,7 @@ async def test_series_added_live_come_with_history_and_removed_ones_end_their_st
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await rejected.read()
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refusal_of(caught.value) == Refusal(Reason.UNKNOWN_SERIES, {"field": "series", "series": "memory"})
 
 
 async def test_an_invalid_settings_file_keeps_the_settings_in_force(

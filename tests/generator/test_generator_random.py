@@ -9,6 +9,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from pulsestream_generator.server import GeneratorApp
 
+from pulsestream.refusals import Reason, Refusal, refusal_of
 from pulsestream.v1 import random_pb2, random_pb2_grpc
 
 
@@ -63,3 +64,4 @@ async def test_bad_arguments_get_invalid_argument_naming_the_field(
             await call
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details().startswith(f"{field}:")
+    assert refusal_of(caught.value) == Refusal(Reason.BAD_ARGUMENT, {"field": field})

@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pulsestream_generator.server import GeneratorApp
 from pulsestream_generator.source import Source
 
+from pulsestream.refusals import refusal_of
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 
 Request = timeseries_pb2.SubscribeRequest
@@ -217,3 +218,5 @@ async def test_bad_subscribe_requests_get_invalid_argument_naming_the_field(
         await call.read()
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, case
     assert caught.value.details().startswith(f"{field}:"), caught.value.details()
+    refusal = refusal_of(caught.value)
+    assert refusal is not None and refusal.metadata["field"] == field, refusal

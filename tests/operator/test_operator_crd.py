@@ -1,26 +1,30 @@
-"""The StreamConfig CRD: generated from the model, structural, and rejecting what the API server would."""
+"""The StreamConfig CRD: generated from the model, structural, and rejecting what the API server would.
+
+The CRD's CEL rules (duration ranges, and the spec's cross-field rules) are evaluated with cel-python, a CEL
+implementation of its own, and must agree with the Python model on a table of specs.
+"""
 
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from pathlib import Path
 from typing import Any
 
+import celpy
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from celpy import celtypes
 from pulsestream_operator import crd, schema
 
-from pulsestream.durations import parse_seconds
 from pulsestream.spec import SpecError, parse_spec
+from pulsestream.specrules import RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "k8s" / "samples").glob("streamconfig-*.yaml"))
-RANGE_RULE = re.compile(
-    r"^duration\(self\) >= duration\('(?P<low>[^']+)'\) && duration\(self\) <= duration\('(?P<high>[^']+)'\)$"
-)
 
 
 def open_api_schema() -> dict[str, Any]:
@@ -47,23 +51,68 @@ def as_api_server(node: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_CEL = celpy.Environment()
+
+
+@functools.cache
+def _program(rule: str) -> celpy.Runner:
+    return _CEL.program(_CEL.compile(rule))
+
+
+def _cel_value(node: dict[str, Any], value: Any) -> Any:
+    """``value`` as the API server hands it to CEL: typed by the value, except that a number field holds a double
+    even when written as an integer (``requestsPerSecond: 5``)."""
+    if isinstance(value, dict):
+        properties = node.get("properties", {})
+        return celtypes.MapType(
+            {celtypes.StringType(key): _cel_value(properties.get(key, {}), item) for key, item in value.items()}
+        )
+    if isinstance(value, list):
+        return celtypes.ListType([_cel_value(node.get("items", {}), item) for item in value])
+    if isinstance(value, bool):
+        return celtypes.BoolType(value)
+    if isinstance(value, (int, float)):
+        return celtypes.DoubleType(value) if node.get("type") == "number" else celtypes.IntType(value)
+    return celtypes.StringType(str(value))
+
+
+def cel_passes(rule: str, node: dict[str, Any], value: Any) -> bool | None:
+    """Whether ``rule`` holds for ``value`` (``self``); ``None`` when CEL cannot evaluate it (a value of the wrong
+    type or shape, which the type or the pattern already rejects)."""
+    try:
+        result = _program(rule).evaluate({"self": _cel_value(node, value)})
+    except celpy.CELEvalError:
+        return None
+    if isinstance(result, celpy.CELEvalError):
+        return None
+    return bool(result)
+
+
 def cel_errors(node: dict[str, Any], value: Any, path: str = "") -> list[str]:
-    """Evaluate the duration range rules (the only CEL rules the generator writes) on ``value``."""
-    errors: list[str] = []
-    for rule in node.get("x-kubernetes-validations", []):
-        match = RANGE_RULE.match(rule["rule"])
-        assert match, f"rule the test cannot evaluate: {rule['rule']}"
-        try:
-            seconds = parse_seconds(value)
-        except (ValueError, AttributeError):
-            continue  # the type or the pattern already rejects it
-        if not parse_seconds(match["low"]) <= seconds <= parse_seconds(match["high"]):
-            errors.append(f"{path}: {rule['message']}")
+    """Evaluate every CEL rule of the schema (``x-kubernetes-validations``, at any depth) on ``value``."""
+    errors = [
+        f"{path}: {rule['message']}"
+        for rule in node.get("x-kubernetes-validations", [])
+        if cel_passes(rule["rule"], node, value) is False
+    ]
     if isinstance(value, dict):
         for key, child in node.get("properties", {}).items():
             if key in value:
                 errors.extend(cel_errors(child, value[key], f"{path}.{key}"))
     return errors
+
+
+def with_defaults(node: dict[str, Any], value: Any) -> Any:
+    """``value`` after the API server's defaulting: absent fields with a default get it, at every depth."""
+    if not isinstance(value, dict):
+        return value
+    filled = dict(value)
+    for key, child in node.get("properties", {}).items():
+        if key not in filled and "default" in child:
+            filled[key] = copy.deepcopy(child["default"])
+        if key in filled:
+            filled[key] = with_defaults(child, filled[key])
+    return filled
 
 
 def api_server_errors(obj: dict[str, Any]) -> list[str]:
@@ -204,3 +253,103 @@ def test_an_empty_spec_is_accepted_and_defaults_to_the_models_defaults() -> None
     rate = spec_schema["properties"]["rateLimit"]["properties"]
     defaults["rateLimit"] = {key: value["default"] for key, value in rate.items()}
     assert parse_spec(defaults) == parse_spec({})
+
+
+def spec_schema() -> dict[str, Any]:
+    result: dict[str, Any] = open_api_schema()["properties"]["spec"]
+    return result
+
+
+def model_reasons(spec: dict[str, Any]) -> list[str]:
+    """The reasons the Python model (the operator, both services) refuses ``spec`` for; empty when it accepts it."""
+    try:
+        parse_spec(spec)
+    except SpecError as error:
+        return [problem.reason for problem in error.problems]
+    return []
+
+
+def cel_reasons(spec: dict[str, Any]) -> list[str]:
+    """The reasons of the CRD's cross-field rules (on ``spec``) that ``spec`` breaks, in the CRD's order."""
+    node = spec_schema()
+    return [
+        rule["message"].partition(":")[0]
+        for rule in node["x-kubernetes-validations"]
+        if cel_passes(rule["rule"], node, spec) is False
+    ]
+
+
+AGREEMENT: dict[str, dict[str, Any]] = {
+    "the defaults (an empty spec)": {},
+    "every default written out": parse_spec({}).to_document(),
+    "the default sample's values": {"frequency": "100ms", "retention": "10m", "flushInterval": "50ms"},
+    "burst below rate": {"rateLimit": {"requestsPerSecond": 20, "burst": 10}},
+    "burst below a fractional rate": {"rateLimit": {"requestsPerSecond": 10.5, "burst": 10}},
+    "burst set alone below the default rate": {"rateLimit": {"burst": 3}},
+    "rate set alone above the default burst": {"rateLimit": {"requestsPerSecond": 11}},
+    "burst equal to rate": {"rateLimit": {"requestsPerSecond": 10, "burst": 10}},
+    "frequency slower than 1m": {"frequency": "2m", "retention": "1h"},
+    "frequency of 1m30s": {"frequency": "1m30s", "retention": "1h"},
+    "frequency exactly 1m": {"frequency": "1m", "retention": "1m"},
+    "flush equal to heartbeat": {"flushInterval": "5s", "heartbeatInterval": "5s"},
+    "flush above the default heartbeat": {"heartbeatInterval": "1s", "flushInterval": "1.5s"},
+    "flush just below heartbeat": {"flushInterval": "4999ms", "heartbeatInterval": "5s"},
+    "retention below frequency": {"frequency": "30s", "retention": "10s"},
+    "retention set alone below the default frequency": {"frequency": "1s", "retention": "1s"},
+    "history of 8.6 million points": {"frequency": "10ms", "retention": "24h"},
+    "history of exactly one million points": {"frequency": "10ms", "retention": "2h46m40s"},
+    "history one millisecond over a million points": {"frequency": "10ms", "retention": "10000001ms"},
+    "history at 100ms for 24h": {"frequency": "100ms", "retention": "24h"},
+    "two rules at once": {
+        "rateLimit": {"requestsPerSecond": 20, "burst": 1},
+        "flushInterval": "10s",
+        "heartbeatInterval": "1s",
+    },
+    "every rule but one at once": {
+        "frequency": "1h",
+        "retention": "30m",
+        "flushInterval": "10s",
+        "heartbeatInterval": "10s",
+        "rateLimit": {"requestsPerSecond": 100, "burst": 1},
+    },
+}
+
+
+@pytest.mark.parametrize("spec", AGREEMENT.values(), ids=AGREEMENT.keys())
+def test_the_crds_cross_field_rules_refuse_exactly_what_the_model_refuses(spec: dict[str, Any]) -> None:
+    expected = model_reasons(spec)
+    assert cel_reasons(spec) == expected
+    assert cel_reasons(with_defaults(spec_schema(), spec)) == expected  # as the API server sees it after defaulting
+    assert model_reasons(with_defaults(spec_schema(), spec)) == expected
+
+
+def test_the_agreement_table_breaks_every_rule_and_passes_every_rule() -> None:
+    seen = {reason for spec in AGREEMENT.values() for reason in model_reasons(spec)}
+    assert seen == {rule.reason for rule in RULES}
+    assert sum(not model_reasons(spec) for spec in AGREEMENT.values()) >= 5
+
+
+def test_each_cross_field_rule_is_in_the_crd_once_with_its_reason_and_the_field_it_blames() -> None:
+    rules = spec_schema()["x-kubernetes-validations"]
+    assert [rule["message"].partition(":")[0] for rule in rules] == [rule.reason for rule in RULES]
+    for entry, rule in zip(rules, RULES, strict=True):
+        assert entry["fieldPath"] == f".{rule.fields[0]}"
+        node = spec_schema()
+        for part in rule.fields[0].split("."):
+            node = node["properties"][part]  # the field it blames exists
+
+
+def test_every_string_a_cross_field_rule_reads_is_bounded_so_the_api_server_can_bound_its_cost() -> None:
+    node = spec_schema()
+    for rule in RULES:
+        for path in rule.fields:
+            field = node
+            for part in path.split("."):
+                field = field["properties"][part]
+            if field["type"] == "string":
+                assert field.get("maxLength", 0) <= schema.DURATION_MAX_LENGTH, path
+
+
+def test_a_streamconfig_the_operator_would_refuse_is_refused_by_the_api_server_with_the_same_reason() -> None:
+    errors = api_server_errors(streamconfig({"frequency": "10ms", "retention": "24h"}))
+    assert errors == [".spec: HistoryTooLarge: retention / frequency must be at most 1,000,000 points per series"]

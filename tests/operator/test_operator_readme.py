@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 
 import yaml
-from pulsestream_operator import checks, handlers
+from pulsestream_operator import handlers
 
-from pulsestream.spec import RateLimit, StreamSpec
+from pulsestream.spec import INVALID_SPEC, RateLimit, StreamSpec
+from pulsestream.specrules import RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,8 +30,8 @@ def test_every_spec_field_is_in_the_operator_section() -> None:
 
 
 def test_every_reason_the_operator_can_give_is_in_the_operator_section() -> None:
-    sources = Path(checks.__file__).read_text() + Path(handlers.__file__).read_text()
-    reasons = set(re.findall(r'Problem\(\s*"([A-Za-z]+)"', sources))
+    reasons = {rule.reason for rule in RULES} | {INVALID_SPEC}
+    reasons |= set(re.findall(r'Problem\(\s*"([A-Za-z]+)"', Path(handlers.__file__).read_text()))
     assert {"BurstBelowRate", "InvalidSpec", "ConfigMapConflict"} <= reasons
     for reason in reasons:
         assert f"`{reason}`" in section(), reason

@@ -22,7 +22,9 @@ from pulsestream_operator.settings import OperatorSettings
 from pulsestream_streamer.settings import StreamerSettings
 
 from pulsestream.durations import format_seconds, parse_seconds
-from pulsestream.envsettings import EnvSettings, SettingsError
+from pulsestream.envsettings import EnvSettings, SettingsError, split_list
+from pulsestream.liveenv import LiveEnvSettings, live
+from pulsestream.spec import StreamSpec, field_at
 
 MODELS: tuple[type[EnvSettings], ...] = (GeneratorSettings, StreamerSettings, OperatorSettings)
 
@@ -39,7 +41,7 @@ class Example:
 #: Fields whose valid values the JSON schema does not spell out.
 EXAMPLES: dict[str, Example] = {
     "GENERATOR_SERIES": Example("alpha,beta_2", ("Bad Name", "cpu,cpu")),
-    "STREAMER_SERIES": Example("alpha,beta_2", ("Bad Name",)),
+    "STREAMER_SERIES": Example("alpha,beta_2", ("Bad Name", "cpu,cpu")),
     "GENERATOR_TLS_CERT_FILE": Example("/tls/tls.crt", alongside={"GENERATOR_TLS_KEY_FILE": "/tls/tls.key"}),
     "GENERATOR_TLS_KEY_FILE": Example("/tls/tls.key", alongside={"GENERATOR_TLS_CERT_FILE": "/tls/tls.crt"}),
     "STREAMER_GENERATOR_ADDRESS": Example("10.0.0.1:50051,gen-1:50051", ("no-port", "host:http")),
@@ -49,6 +51,7 @@ EXAMPLES: dict[str, Example] = {
     "OPERATOR_CONFIGMAP_NAME": Example("{name}-live", ("Bad_Name", "{nope}-x")),
     "OPERATOR_SETTINGS_KEY": Example("live.json", ("a/b",)),
     "OPERATOR_ROLL_ON": Example("frequency,series", ("colour",)),
+    "OPERATOR_NAMESPACES": Example("team-a,team-b"),
 }
 
 
@@ -210,3 +213,102 @@ def test_a_service_with_a_bad_value_exits_non_zero_with_one_clear_line(command: 
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert variable in lines[0] and repr(value) in lines[0]
+
+
+def _run(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    executable = os.path.join(os.path.dirname(sys.executable), command)
+    full = {"PATH": os.environ.get("PATH", ""), **env}
+    return subprocess.run([executable], env=full, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "named"),
+    [
+        ("pulsestream-streamer", {"STREAMER_SERIES": "cpu,cpu"}, ["STREAMER_SERIES='cpu,cpu'"]),
+        (
+            "pulsestream-generator",
+            {"GENERATOR_FREQUENCY": "10ms", "GENERATOR_RETENTION": "24h"},
+            ["GENERATOR_FREQUENCY='10ms'", "GENERATOR_RETENTION='24h'", "HistoryTooLarge"],
+        ),
+        (
+            "pulsestream-streamer",
+            {"STREAMER_FLUSH_INTERVAL": "5s", "STREAMER_HEARTBEAT_INTERVAL": "5s"},
+            ["STREAMER_FLUSH_INTERVAL='5s'", "STREAMER_HEARTBEAT_INTERVAL='5s'", "FlushNotBelowHeartbeat"],
+        ),
+    ],
+    ids=["repeated-series", "history-too-large", "flush-not-below-heartbeat"],
+)
+def test_live_defaults_the_spec_refuses_stop_the_service_with_exit_2_and_one_line(
+    command: str, env: dict[str, str], named: list[str]
+) -> None:
+    result = _run(command, env)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{command}: ")
+    for text in named:
+        assert text in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("model", "env", "reason", "variables"),
+    [
+        (GeneratorSettings, {"GENERATOR_FREQUENCY": "2m"}, "FrequencyTooSlow", 1),
+        (GeneratorSettings, {"GENERATOR_FREQUENCY": "30s", "GENERATOR_RETENTION": "10s"}, "RetentionBelowFrequency", 2),
+        (StreamerSettings, {"STREAMER_RATE_LIMIT_REQUESTS_PER_SECOND": "20"}, "BurstBelowRate", 2),
+    ],
+)
+def test_a_combination_the_spec_rules_refuse_names_its_reason_and_every_variable_involved(
+    model: type[EnvSettings], env: dict[str, str], reason: str, variables: int
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        model.from_env(env)
+    message = str(caught.value)
+    assert f"({reason})" in message and "\n" not in message
+    assert message.count(model.env_prefix) == variables, message
+    for name, value in env.items():
+        assert f"{name}={value!r}" in message
+
+
+def test_a_variable_left_unset_is_named_with_its_default_when_its_value_takes_part() -> None:
+    with pytest.raises(SettingsError, match=r"STREAMER_RATE_LIMIT_BURST \(default '10'\)"):
+        StreamerSettings.from_env({"STREAMER_RATE_LIMIT_REQUESTS_PER_SECOND": "20"})
+
+
+def test_the_live_variables_take_their_bounds_and_defaults_from_the_spec() -> None:
+    for model in (GeneratorSettings, StreamerSettings):
+        for name, path in model.live_fields().items():
+            spec_field = field_at(path)
+            info = model.model_fields[name]
+            assert info.annotation == spec_field.annotation, name
+            assert info.metadata == spec_field.metadata, name
+            assert info.get_default(call_default_factory=True) == spec_field.get_default(call_default_factory=True)
+            assert (info.description or "").endswith(f"(live: {path}).")
+    assert model.from_env({}).base_spec() == StreamSpec()
+
+
+def test_a_live_field_declared_with_another_type_than_the_spec_is_refused_when_the_class_is_made() -> None:
+    with pytest.raises(TypeError, match="live setting frequency"):
+
+        class Wrong(LiveEnvSettings):
+            frequency: int = live("frequency")
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda model: model.__name__)
+@pytest.mark.parametrize("level", ["WARNING", "Debug", "info", " ERROR "])
+def test_log_level_is_read_in_any_case(model: type[EnvSettings], level: str) -> None:
+    assert model.from_env({"LOG_LEVEL": level}).log_level == level.strip().lower()
+
+
+def test_a_service_accepts_log_level_as_python_spells_it() -> None:
+    result = _run("pulsestream-generator", {"LOG_LEVEL": "WARNING", "GENERATOR_PORT": "99999"})
+    # The port is refused, so the process stops at once: LOG_LEVEL=WARNING was not the complaint.
+    assert result.returncode == 2 and "GENERATOR_PORT" in result.stderr and "LOG_LEVEL" not in result.stderr
+
+
+def test_every_service_reads_lists_from_comma_separated_text_the_same_way() -> None:
+    assert split_list(" a, b,,c ,") == ["a", "b", "c"]
+    assert OperatorSettings.from_env({"OPERATOR_NAMESPACES": "a, b,"}).namespace_list == ["a", "b"]
+    assert StreamerSettings.from_env({"STREAMER_GENERATOR_ADDRESS": "a:1, b:2"}).generator_address == ["a:1", "b:2"]
+    assert GeneratorSettings.from_env({"GENERATOR_SERIES": "x, y"}).base_spec().series == ["x", "y"]

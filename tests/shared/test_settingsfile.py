@@ -94,3 +94,38 @@ def test_keys_the_file_leaves_out_keep_the_environment_values(tmp_path: Path) ->
     assert settings.current.frequency == "1s"
     assert settings.current.rate_limit.requests_per_second == 2
     assert settings.current.rate_limit.burst == 3
+
+
+def test_an_empty_file_keeps_the_last_good_settings_and_says_why(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("bufferSize: 7\n")
+    settings = SettingsFile(path)
+    good = settings.version
+    for empty in ("", "# all commented out\n", "\n\n"):
+        path.write_text(empty)
+        assert settings.reload() is False
+        assert settings.version == good and settings.current.buffer_size == 7
+        assert settings.error is not None and "empty" in settings.error
+        path.write_text("bufferSize: 7\n")
+        settings.reload()
+        assert settings.error is None
+
+
+def test_an_empty_file_at_start_is_an_error_and_the_environment_values_stay(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("")
+    base = StreamSpec.model_validate({"bufferSize": 9})
+    settings = SettingsFile(path, base=base)
+    assert settings.current == base
+    assert settings.error is not None and "empty" in settings.error
+
+
+def test_a_file_breaking_a_cross_field_rule_is_refused_like_an_invalid_value(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("frequency: 1s\n")
+    settings = SettingsFile(path)
+    good = settings.version
+    path.write_text("frequency: 10ms\nretention: 24h\n")  # 8.6 million points per series
+    assert settings.reload() is False
+    assert settings.version == good
+    assert settings.error is not None and "8,640,000 points per series" in settings.error

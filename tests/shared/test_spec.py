@@ -1,9 +1,14 @@
-"""The live settings model: durations keep their text, bad documents are rejected whole."""
+"""The live settings model: durations keep their text, bad documents (empty ones too) are rejected whole, and
+the cross-field rules are the model's own."""
+
+import re
 
 import pytest
+from pydantic import ValidationError
 
 from pulsestream.durations import Duration, format_seconds, parse_seconds
-from pulsestream.spec import SpecError, StreamSpec, load_spec
+from pulsestream.spec import INVALID_SPEC, SpecError, StreamSpec, field_at, load_spec
+from pulsestream.specrules import RULES
 
 
 @pytest.mark.parametrize(
@@ -52,8 +57,9 @@ def test_defaults_match_the_design() -> None:
 
 
 def test_json_and_yaml_documents_give_the_same_spec() -> None:
-    as_json = load_spec('{"frequency": "1s", "rateLimit": {"burst": 3}}')
-    as_yaml = load_spec("frequency: 1s\nrateLimit:\n  burst: 3\n")
+    # burst 30: at least the default rate of 5 per second, as the BurstBelowRate rule wants
+    as_json = load_spec('{"frequency": "1s", "rateLimit": {"burst": 30}}')
+    as_yaml = load_spec("frequency: 1s\nrateLimit:\n  burst: 30\n")
     assert as_json == as_yaml
     assert as_json.version() == as_yaml.version()
 
@@ -82,5 +88,69 @@ def test_invalid_documents_are_rejected_with_the_field_named(document: str, comp
         load_spec(document)
 
 
-def test_an_empty_file_means_all_defaults() -> None:
-    assert load_spec("") == StreamSpec()
+@pytest.mark.parametrize("text", ["", "   \n", "# every key commented out\n# frequency: 1s\n", "---\n", "null"])
+def test_an_empty_document_is_refused_as_a_truncated_write_not_taken_for_all_defaults(text: str) -> None:
+    with pytest.raises(SpecError, match="empty") as caught:
+        load_spec(text)
+    assert caught.value.reason == INVALID_SPEC
+    with pytest.raises(SpecError, match="empty"):
+        load_spec(text, base=StreamSpec())
+
+
+def test_an_empty_mapping_asks_for_the_defaults() -> None:
+    assert load_spec("{}") == StreamSpec()
+    base = StreamSpec.model_validate({"bufferSize": 7})
+    assert load_spec("{}", base=base) == base
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ("rateLimit: {requestsPerSecond: 20, burst: 10}", "BurstBelowRate"),
+        ("frequency: 2m\nretention: 1h", "FrequencyTooSlow"),
+        ("flushInterval: 5s\nheartbeatInterval: 5s", "FlushNotBelowHeartbeat"),
+        ("frequency: 30s\nretention: 10s", "RetentionBelowFrequency"),
+        ("frequency: 10ms\nretention: 24h", "HistoryTooLarge"),
+    ],
+)
+def test_a_document_breaking_a_cross_field_rule_is_refused_with_the_rules_reason(document: str, reason: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec(document)
+    assert [problem.reason for problem in caught.value.problems] == [reason]
+    assert caught.value.reason == reason
+    assert str(caught.value) == caught.value.problems[0].message
+
+
+def test_the_rules_run_over_the_base_as_well_as_the_document() -> None:
+    base = StreamSpec.model_validate({"frequency": "10ms", "retention": "2h"})  # 720,000 points: fine
+    with pytest.raises(SpecError) as caught:
+        load_spec("retention: 24h\n", base=base)  # 8.64 million points
+    assert caught.value.reason == "HistoryTooLarge"
+    assert caught.value.problems[0].fields == ("retention", "frequency")
+
+
+def test_a_rule_is_not_checked_while_a_value_is_invalid_on_its_own() -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec("frequency: 5ms\nretention: 24h\n")
+    assert caught.value.reason == INVALID_SPEC and "frequency" in str(caught.value)
+
+
+def test_a_spec_breaking_a_rule_cannot_be_built_in_code_either() -> None:
+    with pytest.raises(ValidationError, match="points per series"):
+        StreamSpec.model_validate({"frequency": "10ms", "retention": "24h"})
+
+
+def test_every_rule_has_a_camelcase_reason_a_summary_and_names_spec_fields() -> None:
+    assert [rule.reason for rule in RULES] == [
+        "BurstBelowRate",
+        "FrequencyTooSlow",
+        "FlushNotBelowHeartbeat",
+        "RetentionBelowFrequency",
+        "HistoryTooLarge",
+    ]
+    for rule in RULES:
+        assert re.fullmatch(r"(?:[A-Z][a-z]+)+", rule.reason), rule.reason
+        assert rule.summary and rule.fields
+        for path in rule.fields:
+            field_at(path)  # a KeyError names a field the spec does not have
+        assert rule.holds(StreamSpec())

@@ -31,6 +31,8 @@ from loopback import free_port
 from playwright.async_api import Page, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
+from pulsestream.spec import RESOLUTIONS
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -298,6 +300,8 @@ async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on
     entries = listed if isinstance(listed, list) else listed["series"]
     series = [entry["name"] for entry in entries]
     assert series
+    served = entries[0]["resolutions"]
+    assert served == list(RESOLUTIONS), "the generator serves the shared spec's resolutions"
 
     page_errors: list[str] = []
     async with async_playwright() as playwright:
@@ -313,6 +317,11 @@ async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on
             await wait_for_page(page, stack, "raw")
             assert "maxPoints=" in await page.evaluate("window.pulsestream.state.streamUrl")
             await assert_chart_and_table(page, series, aggregated=False)
+            # The resolution picker offers exactly what /v1/series serves, in its order: no list of its own.
+            radios = page.locator("#resolution-options input[name=resolution]")
+            assert await radios.evaluate_all("(radios) => radios.map((r) => r.value)") == served
+            assert [t.strip() for t in await page.locator("#resolution-options label").all_inner_texts()] == served
+            assert await page.locator("#resolution-options input:checked").get_attribute("value") == "raw"
             assert await page.evaluate("window.pulsestream.state.opens") == 1
             assert await page.evaluate("window.pulsestream.state.snapshots") >= 1
             assert await active_connections(streamer_url) == 1, "one EventSource carries every series"
@@ -434,3 +443,22 @@ async def test_dashboard_draws_a_ten_minute_window_at_10_ms_within_a_second(tmp_
                 assert switched["openDrawMs"] < 1000, f"redrawn {switched['openDrawMs']:.0f} ms after the switch"
             finally:
                 await browser.close()
+
+
+async def test_a_resolution_in_the_page_url_is_kept_when_served_and_falls_back_to_raw_when_not(
+    stack: Stack,
+) -> None:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
+            for asked, shown in (("5s", "5s"), ("2s", "raw")):
+                await page.goto(f"{stack.base}/?api_key={API_KEY}&series=cpu&resolution={asked}")
+                await page.wait_for_function(
+                    "(r) => window.pulsestream.state.streamUrl.includes(`resolution=${r}`)", arg=shown
+                )
+                assert await page.locator("#resolution-options input:checked").get_attribute("value") == shown
+                assert f"resolution={shown}" in page.url
+        finally:
+            await browser.close()

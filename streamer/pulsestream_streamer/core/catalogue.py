@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pulsestream.spec import RESOLUTIONS
+
 __all__ = ["Catalogue", "SeriesInfo"]
 
 
@@ -37,12 +39,16 @@ class SeriesInfo:
 
 @dataclass(frozen=True, slots=True)
 class Catalogue:
-    """The series on offer and the generator's clock; ``known`` is False until the generator answered."""
+    """The series on offer and the generator's clock; ``known`` is False until the generator answered.
+
+    Until then ``resolutions`` are those of the shared spec (:data:`pulsestream.spec.RESOLUTIONS`),
+    the same list the generator serves in ``ListSeries``.
+    """
 
     series: dict[str, SeriesInfo] = field(default_factory=dict)
     frequency_ms: int = 0
     retention_ms: int = 0
-    resolutions: tuple[str, ...] = ("raw", "1s", "5s", "1m")
+    resolutions: tuple[str, ...] = tuple(RESOLUTIONS)
     known: bool = False
 
     @classmethod

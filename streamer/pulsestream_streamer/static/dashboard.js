@@ -13,6 +13,9 @@
  * - EventSource cannot set headers, so an API key given as `/?api_key=...` is passed on as a query
  *   parameter to every /v1 call.
  * - State is exposed read-only on `window.pulsestream` for tests and for debugging in the console.
+ * - The resolutions come from the server (/v1/series carries them, from the generator's ListSeries),
+ *   never from a list in this file: until the first answer the picker offers only "raw", which every
+ *   generator serves. A bucket's width is read from its name ("5s", "1m"), the durations' notation.
  * - The stream asks for `maxPoints` = the plot's width in pixels: the server reduces each series to about
  *   one bucket per pixel (min/max/mean/count, drawn as a line with its min-max band), so a 10-minute window
  *   at 10 ms is ~1,000 buckets, not 60,000 points. The bucket width actually served is `meta.bucketMs`.
@@ -21,15 +24,16 @@
   "use strict";
 
   const d3 = window.d3;
-  const RESOLUTIONS = ["raw", "1s", "5s", "1m"];
+  const FALLBACK_RESOLUTIONS = ["raw"]; // until /v1/series says what the generator aggregates to
   const WINDOWS = { "1m": 60_000, "5m": 300_000, "10m": 600_000 };
-  const BUCKET_MS = { raw: 0, "1s": 1_000, "5s": 5_000, "1m": 60_000 };
+  const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
   const MAX_POINTS_PER_SERIES = 20_000; // memory bound even if the server sends more than the window
   const REBUILD_EVERY_MS = 1_000; // rebuild paths at least this often while idle (trim, rescale)
   const SELECTION_DEBOUNCE_MS = 200; // ticking several boxes in a row reopens the stream once
 
   const pageParams = new URLSearchParams(window.location.search);
-  const apiKey = pageParams.get("api_key") || "";
+  // A key never holds a space, but may hold "+", which URLSearchParams decodes as a space.
+  const apiKey = (pageParams.get("api_key") || "").replace(/ /g, "+");
 
   const state = {
     status: "connecting", // connecting | live | reconnecting | error | paused
@@ -43,7 +47,8 @@
     renders: 0,
     lastEventId: "",
     streamUrl: "",
-    resolution: RESOLUTIONS.includes(pageParams.get("resolution")) ? pageParams.get("resolution") : "raw",
+    resolution: pageParams.get("resolution") || "raw", // checked against the served list once it is known
+    resolutions: FALLBACK_RESOLUTIONS,
     window: pageParams.get("window") in WINDOWS ? pageParams.get("window") : "5m",
     selected: [],
     delayMs: null,
@@ -66,6 +71,7 @@
     statusLabel: $("#status .status-label"),
     banner: $("#error-banner"),
     seriesOptions: $("#series-options"),
+    resolutionOptions: $("#resolution-options"),
     windowSelect: $("#window"),
     events: $("#count-events"),
     points: $("#count-points"),
@@ -120,6 +126,12 @@
     return d3.timeFormat("%H:%M")(date);
   }
 
+  /** Bucket width of a resolution in ms, from its name ("1s", "5s", "1m"); 0 for raw. */
+  function bucketMs(resolution) {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(resolution);
+    return m ? Number(m[1]) * UNIT_MS[m[2]] : 0;
+  }
+
   // ---------------------------------------------------------------- series metadata
 
   /** An expected range as [lo, hi], from the shapes /v1/series and meta use; null when unknown (lo >= hi). */
@@ -133,6 +145,9 @@
 
   function absorbSeriesList(body) {
     const list = Array.isArray(body) ? body : body.series ?? body.items ?? [];
+    // /v1/series repeats the catalogue-wide resolutions on every entry; stream meta's series have none.
+    const served = list.find((e) => e && Array.isArray(e.resolutions) && e.resolutions.length)?.resolutions;
+    if (served) state.resolutions = served.map(String);
     for (const e of list) {
       const entry = typeof e === "string" ? { name: e } : e;
       if (!entry || !entry.name) continue;
@@ -196,15 +211,15 @@
   }
 
   function trim(buf, now) {
-    const horizon = now - WINDOWS[state.window] - 2 * (bucketMs() || 1_000);
+    const horizon = now - WINDOWS[state.window] - 2 * (servedBucketMs() || 1_000);
     let cut = bisectT(buf, horizon);
     cut = Math.max(cut, buf.length - MAX_POINTS_PER_SERIES);
     if (cut > 0) buf.splice(0, cut);
   }
 
-  /** Width of the buckets being drawn: what the server said it serves, else the resolution's. */
-  function bucketMs() {
-    return state.bucketMs || BUCKET_MS[state.resolution];
+  /** Width of the buckets being drawn: what the server said it serves (meta.bucketMs), else the resolution's. */
+  function servedBucketMs() {
+    return state.bucketMs || bucketMs(state.resolution);
   }
 
   /** One point per pixel of the plot, within what /v1/stream accepts (10 .. 10,000). */
@@ -324,7 +339,7 @@
     for (const p of points) if (merge(p)) newest = Math.max(newest, p.t);
     state.points += points.length;
     if (Number.isFinite(newest)) {
-      const sample = receivedAt - (newest + bucketMs());
+      const sample = receivedAt - (newest + servedBucketMs());
       state.delayMs = state.delayMs === null ? sample : 0.8 * state.delayMs + 0.2 * sample;
     }
     const now = edgeNow();
@@ -438,6 +453,25 @@
     }
   }
 
+  /** One radio per served resolution; a resolution asked for in the URL but not served falls back to raw. */
+  function buildResolutionPicker() {
+    const served = state.resolutions;
+    if (!served.includes(state.resolution)) state.resolution = served.includes("raw") ? "raw" : served[0];
+    el.resolutionOptions.replaceChildren();
+    for (const resolution of served) {
+      const label = document.createElement("label");
+      const radio = document.createElement("input");
+      radio.type = "radio";
+      radio.name = "resolution";
+      radio.value = resolution;
+      radio.checked = resolution === state.resolution;
+      const text = document.createElement("span");
+      text.textContent = resolution;
+      label.append(radio, text);
+      el.resolutionOptions.append(label);
+    }
+  }
+
   let selectionTimer = null;
   function onControlsChanged({ debounce = false } = {}) {
     const names = [...el.seriesOptions.querySelectorAll("input[name=series]:checked")].map((b) => b.value);
@@ -451,12 +485,10 @@
   }
 
   function wireControls() {
-    document.querySelector(`input[name=resolution][value="${state.resolution}"]`).checked = true;
     el.windowSelect.value = state.window;
     el.seriesOptions.addEventListener("change", () => onControlsChanged({ debounce: true }));
-    for (const radio of document.querySelectorAll("input[name=resolution]")) {
-      radio.addEventListener("change", () => onControlsChanged());
-    }
+    // Delegated: the radios are rebuilt from /v1/series.
+    el.resolutionOptions.addEventListener("change", () => onControlsChanged());
     el.windowSelect.addEventListener("change", () => onControlsChanged());
     document.getElementById("controls").addEventListener("submit", (e) => e.preventDefault());
   }
@@ -548,7 +580,7 @@
     const started = performance.now();
     state.renders += 1;
     const win = WINDOWS[state.window];
-    const bucket = bucketMs();
+    const bucket = servedBucketMs();
     const names = state.selected;
     const width = el.chartBox.clientWidth || 800;
     const g = geometry(names.length, width);
@@ -681,7 +713,7 @@
   }
 
   function renderTable() {
-    const aggregated = bucketMs() > 0;
+    const aggregated = servedBucketMs() > 0;
     d3.select(el.tbody)
       .selectAll("tr")
       .data(state.selected, (d) => d)
@@ -756,6 +788,7 @@
     window.requestAnimationFrame(frame);
     await loadSeries();
     buildSeriesPicker();
+    buildResolutionPicker();
     syncPageUrl();
     openStream();
   }

@@ -21,6 +21,7 @@ import grpc.aio
 from google.protobuf import timestamp_pb2
 
 from pulsestream import telemetry
+from pulsestream.spec import RESOLUTIONS
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 from pulsestream_streamer.core.catalogue import Catalogue, SeriesInfo
 from pulsestream_streamer.core.samples import Sample, from_point
@@ -150,7 +151,7 @@ class Upstream:
             )
         except grpc.aio.AioRpcError as error:
             self.last_error = f"{error.code().name}: {error.details()}"
-            raise UpstreamError(error.code().name, str(error.details())) from error
+            raise UpstreamError.of(error) from error
         self.last_error = None
         return Catalogue(
             series={
@@ -161,7 +162,7 @@ class Upstream:
             },
             frequency_ms=reply.frequency.seconds * 1000 + reply.frequency.nanos // 1_000_000,
             retention_ms=reply.retention.seconds * 1000 + reply.retention.nanos // 1_000_000,
-            resolutions=tuple(reply.resolutions) or ("raw", "1s", "5s", "1m"),
+            resolutions=tuple(reply.resolutions) or tuple(RESOLUTIONS),
             known=True,
         )
 
@@ -185,7 +186,7 @@ class Upstream:
                 yield response
         except grpc.aio.AioRpcError as error:
             self.last_error = f"{error.code().name}: {error.details()}"
-            raise UpstreamError(error.code().name, str(error.details())) from error
+            raise UpstreamError.of(error) from error
         finally:
             call.cancel()
 

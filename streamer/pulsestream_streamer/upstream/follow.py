@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from pulsestream.refusals import Reason
 from pulsestream_streamer.core.backoff import Backoff
 from pulsestream_streamer.core.samples import Sample
 from pulsestream_streamer.upstream.channels import Upstream, samples_of
@@ -141,13 +142,13 @@ def _history_lost(error: UpstreamError) -> bool:
     Only this refusal means "restart from the window"; other INVALID_ARGUMENTs (a resume point in
     the future on a replica whose clock is behind, a series removed from the settings) keep what
     the topic holds and are retried as outages, so clients get no duplicates and no false hole.
+    Matched by the refusal's reason (ErrorInfo), never by its message.
     """
-    text = str(error)
-    return "no longer retained" in text or "older than the retention window" in text
+    return error.reason == Reason.HISTORY_NOT_RETAINED
 
 
 def _address_at_fault(error: UpstreamError) -> bool:
-    """Whether another replica might do better: not for a series every replica lacks (NOT_FOUND, unknown)."""
+    """Whether another replica might do better: not for a series every replica lacks (removed, unknown)."""
     if error.code == "NOT_FOUND":
         return False
-    return not (error.code == "INVALID_ARGUMENT" and "unknown series" in str(error))
+    return error.reason not in (Reason.SERIES_REMOVED, Reason.UNKNOWN_SERIES)
