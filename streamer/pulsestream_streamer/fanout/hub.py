@@ -107,6 +107,7 @@ class Hub:
         self._joining: Counter[FeedKey] = Counter()
         self._group: asyncio.TaskGroup | None = None
         self._started = asyncio.Event()
+        self._on_behind = self._behind
         self.apply(spec)
 
     def apply(self, spec: StreamSpec) -> None:
@@ -209,18 +210,17 @@ class Hub:
         self.metrics.feeds.set(len(self.feeds))
         for source in feed.topics:
             source.detach(feed)
-            if isinstance(source, BuiltView):
-                if source.listeners:
+            key = (source.series, source.resolution)
+            built = self.views.get(key)
+            if built is source:  # a view the streamer builds: gone with its last feed; its topic may linger
+                if built.listeners:
                     continue
-                self.views.pop((source.series, source.resolution), None)
+                del self.views[key]
                 self.metrics.views.set(len(self.views))
-                source.close()
-                topic = source.source
-            else:
-                assert isinstance(source, Topic)
-                topic = source
-            key = (topic.series, topic.resolution)
-            if not topic.listeners and not topic.derived and key not in self._lingers:
+                built.close()
+                key = (built.source.series, built.source.resolution)
+            topic = self.topics.get(key)
+            if topic is not None and not topic.listeners and not topic.derived and key not in self._lingers:
                 loop = asyncio.get_running_loop()
                 self._lingers[key] = loop.call_later(self.settings.hub_linger.seconds, self._expire, key, topic)
 
@@ -248,8 +248,8 @@ class Hub:
         await self._started.wait()
         feed, _ = await self._join(client, request, retry=True)
         assert feed is not None
-        member = self.members[client.id] = Member(client, request, feed)
-        client.on_behind = lambda behind: self._behind(member)
+        self.members[client.id] = Member(client, request, feed)
+        client.on_behind = self._on_behind  # one bound method for every client: no closure per connection
         return feed
 
     async def _join(
@@ -319,9 +319,10 @@ class Hub:
 
     # --- degradation ------------------------------------------------------------------------------
 
-    def _behind(self, member: Member) -> None:
-        """``member``'s queue passed half a bound: move it to a coarser view, in a task of the hub's."""
-        if self._group is None or member.closed or self.draining:
+    def _behind(self, client: Client) -> None:
+        """``client``'s queue passed half a bound: move it to a coarser view, in a task of the hub's."""
+        member = self.members.get(client.id)
+        if self._group is None or member is None or member.closed or self.draining:
             return
         view = ladder.coarser(member.feed.view, self.catalogue.current.frequency_ms)
         if view is None or member.client.position is None:
