@@ -22,6 +22,8 @@ from pulsestream_streamer.core.ladder import (
     view_of,
     width_name,
 )
+from pulsestream_streamer.core.pieces import Part, Plan, SnapshotLost, State
+from pulsestream_streamer.core.ring import Ring
 from pulsestream_streamer.core.rollup import Roller, rollup, summarise
 from pulsestream_streamer.core.samples import Sample
 
@@ -289,3 +291,57 @@ def test_the_columns_format_is_over_three_times_smaller_for_dense_series() -> No
     d3 = shape.fragment("d3", "cpu", ticks, "raw")
     compact = shape.fragment("columns", "cpu", ticks, "raw")
     assert len(d3) / len(compact) > 3, (len(d3), len(compact))
+
+
+def _ring_of(count: int, capacity: int = 100_000) -> Ring:
+    ring = Ring(capacity)
+    ring.append(raw_ticks([float(i % 97) for i in range(count)], 10))
+    return ring
+
+
+@given(count=st.integers(0, 3_000), piece_bytes=st.integers(512, 40_000), keep=st.none() | st.integers(1, 500))
+def test_a_snapshot_in_pieces_is_one_event_with_every_row_once(count: int, piece_bytes: int, keep: int | None) -> None:
+    ring = _ring_of(count)
+    upto = ring.last_seq
+    after = ring.start_after(T0, upto, keep)
+    head, tail = shape.snapshot_ends("d3", "raw", {"m": 1}, reset=False, resumed=False)
+    plan = Plan(
+        "d3", b"event: snapshot\ndata: " + head, [Part("cpu", ring, after, upto, "raw")], tail + b"\n\n", piece_bytes
+    )
+    pieces, state = [], State()
+    while (step := plan.piece(state)) is not None:
+        piece, state = step
+        pieces.append(piece)
+        assert len(piece) <= max(piece_bytes, 16 * 90) + len(plan.head) + len(tail) + 200
+    event = b"".join(pieces)
+    assert event == plan.encode() and event.endswith(b"\n\n") and event.count(b"\n") == 3
+    rows = orjson.loads(event.split(b"data: ", 1)[1])["points"]
+    expected = ring.since(T0)[-keep:] if keep else ring.since(T0)
+    assert [row["seq"] for row in rows] == [s.seq for s in expected]
+
+
+def test_a_snapshot_whose_rows_left_the_ring_is_lost_not_sent_with_a_hole() -> None:
+    ring = _ring_of(2_000, capacity=2_000)
+    plan = Plan("d3", b"", [Part("cpu", ring, ring.first_seq - 1, ring.last_seq, "raw")], b"", 2_048)
+    piece, state = plan.piece(State()) or (b"", State())
+    assert piece
+    ring.append(raw_ticks([1.0] * 1_000, 10, start=ring.last_seq + 10))  # trims the oldest rows
+    ring.append(raw_ticks([1.0] * 1_000, 10, start=ring.last_seq + 10))
+    with pytest.raises(SnapshotLost):
+        while (step := plan.piece(state)) is not None:
+            state = step[1]
+
+
+def test_readers_share_pieces_until_the_cache_is_cleared_then_go_on_alone() -> None:
+    from pulsestream_streamer.fanout.snapshots import SnapshotReader, _Shared
+
+    ring = _ring_of(3_000)
+    plan = Plan("d3", b"[", [Part("cpu", ring, ring.first_seq - 1, ring.last_seq, "raw")], b"]", 4_096)
+    shared = _Shared(plan)
+    first, second = SnapshotReader(shared, {}), SnapshotReader(shared, {})
+    a = [next(first) for _ in range(3)]
+    b = [next(second) for _ in range(2)]
+    assert all(x is y for x, y in zip(a, b, strict=False)), "the second reader gets the first one's bytes"
+    shared.pieces = None  # the feed flushed: shared pieces are let go
+    rest_a, rest_b = b"".join(first), b"".join(second)
+    assert b"".join(a) + rest_a == b"".join(b) + rest_b == plan.encode()
