@@ -185,6 +185,9 @@ async def write_stream(
             await raw_send({"type": "http.response.body", "body": body, "more_body": True})
             client.blocked_since = 0.0
             client.wrote(len(body), loop.time())
+            if client.piece_bytes:
+                metrics.bytes_sent.inc(client.piece_bytes)
+                client.piece_bytes = 0
             body = None
             if probe is not None and probe():
                 client.disconnected()
