@@ -162,8 +162,10 @@ async def write_stream(
     server :func:`_watch_disconnect` runs and every event goes through this writer.
     """
     loop = asyncio.get_running_loop()
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     connection = ServerConnection.of(raw_send, client.limits.write_buffer)
+    if connection is not None and connection.http_10:
+        connection.delimit_by_close()  # HTTP/1.0 has no chunked encoding: the body ends when the connection does
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     probe: Callable[[], bool] | None = None
     watcher = None
     if connection is None:
@@ -192,6 +194,8 @@ async def write_stream(
             if probe is not None and probe():
                 client.disconnected()
         if not client.gone:
+            if connection is not None:
+                connection.ending()
             await raw_send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         if watcher is not None:

@@ -6,7 +6,9 @@ callable uvicorn hands the app):
 
 - ``send.__self__`` is the cycle; its ``transport`` (the asyncio transport),
   ``flow.write_paused`` (uvicorn's flow control), ``disconnected``,
-  ``chunked_encoding`` and ``scope`` are read (:class:`ServerConnection`);
+  ``chunked_encoding`` and ``scope`` are read (:class:`ServerConnection`), and
+  for an HTTP/1.0 client ``chunked_encoding`` and ``expected_content_length``
+  are set so the body is close-delimited, not chunked;
 - the transport's write buffer limit is lowered, pre-framed chunks are
   written to it directly, and a stalled peer's transport is aborted;
 - :func:`bounded_protocol` subclasses ``HttpToolsProtocol`` to bound the
@@ -54,6 +56,8 @@ __all__ = ["ServerConnection", "aborter", "bounded_protocol", "error_response", 
 #: After refusing, input is discarded for at most this long / this many bytes, then the connection closes.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 * 1024 * 1024
+#: The "content length" of a close-delimited body, as uvicorn's cycle counts it down: never reached.
+_UNBOUNDED = 1 << 62
 
 
 def error_response(status: bytes, code: str, message: str) -> bytes:
@@ -177,12 +181,13 @@ class ServerConnection:
     transport (:meth:`write_now`) while its flow control says the socket is writable.
     """
 
-    __slots__ = ("_cycle", "_flow", "_transport")
+    __slots__ = ("_close_delimited", "_cycle", "_flow", "_transport")
 
     def __init__(self, cycle: Any, transport: Any, flow: Any) -> None:
         self._cycle = cycle
         self._transport = transport
         self._flow = flow
+        self._close_delimited = False
 
     @classmethod
     def of(cls, send: Callable[..., Awaitable[None]], write_buffer: int) -> ServerConnection | None:
@@ -212,6 +217,29 @@ class ServerConnection:
     def disconnected(self) -> bool:
         """Whether uvicorn saw the peer go."""
         return bool(self._cycle.disconnected)
+
+    @property
+    def http_10(self) -> bool:
+        """Whether the request is HTTP/1.0 (which has no chunked transfer encoding)."""
+        scope = getattr(self._cycle, "scope", None)
+        return isinstance(scope, dict) and scope.get("http_version") == "1.0"
+
+    def delimit_by_close(self) -> None:
+        """Before the response starts: no ``transfer-encoding: chunked`` (RFC 9112 forbids it towards an
+        HTTP/1.0 client), the body ends when the connection closes.
+
+        uvicorn's httptools cycle always chunks a response without ``content-length``; deciding the
+        framing first and allowing an unbounded body makes it write the body as is. uvicorn already
+        closes HTTP/1.0 connections at the end of a response.
+        """
+        self._cycle.chunked_encoding = False
+        self._cycle.expected_content_length = _UNBOUNDED
+        self._close_delimited = True
+
+    def ending(self) -> None:
+        """Just before the last (empty) body message: a close-delimited body is complete as it is."""
+        if self._close_delimited:
+            self._cycle.expected_content_length = 0
 
     @property
     def chunked_get(self) -> bool:
