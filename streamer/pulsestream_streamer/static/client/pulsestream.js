@@ -452,7 +452,7 @@ export class PulseStream extends EventTarget {
       this._failed(new PulseStreamError(`token: ${error instanceof Error ? error.message : error}`, { code: "token" }));
       return;
     }
-    if (this.status === "closed") return;
+    if (/** @type {Status} */ (this.status) === "closed") return; // close() may have run while the token came
     const Source = o.EventSource ?? globalThis.EventSource;
     if (!Source) throw new TypeError("no EventSource: pass one as connect({EventSource})");
     this.url = hideCredentials(url);
