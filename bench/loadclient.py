@@ -238,11 +238,11 @@ class _Worker:
             is_points = kind == b"points"
             if not is_points and kind != b"snapshot":
                 name = kind.decode("utf-8", "replace")
-                if kind == b"error":  # e.g. slow_consumer, upstream_unavailable: count by code
+                if kind == b"notice":  # e.g. slow_consumer, upstream_unavailable: count by code
                     try:
-                        name = f"error:{orjson.loads(event.data).get('code')}"
+                        name = f"notice:{orjson.loads(event.data).get('code')}"
                     except (ValueError, AttributeError):
-                        name = "error:undecodable"
+                        name = "notice:undecodable"
                 tally.other_events[name] += 1
                 continue
             try:

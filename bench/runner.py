@@ -312,7 +312,7 @@ def _numbers(scenario: Scenario, tally: Tally, cpu: float, rss_growth: int, rss_
         "other_events": dict(tally.other_events),
         "statuses": {str(code): count for code, count in tally.statuses.items()},
         # Drops: streams the target ended early or told to go away (slow consumer, shutdown, ...).
-        "drops": tally.closed_early + sum(n for name, n in tally.other_events.items() if name.startswith("error:")),
+        "drops": tally.closed_early + sum(n for name, n in tally.other_events.items() if name.startswith("notice:")),
         # Errors: connections never opened (refused, failed) and bytes the load client could not parse.
         "error_count": scenario.clients
         - opened

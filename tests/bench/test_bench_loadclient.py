@@ -38,7 +38,7 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         _event("points", [base + 20], now),  # base + 10 is missing: one gap
         _event("points", [base + 20, base + 30], now),  # base + 20 again: one duplicate
         b": heartbeat\r\n\r\n",
-        b'event: error\r\ndata: {"code": "slow_consumer", "message": "x"}\r\n\r\n',
+        b'event: notice\r\ndata: {"code": "slow_consumer", "message": "x"}\r\n\r\n',
     ]
     for part in script:
         # Split each chunk's bytes over two writes, so the client meets every boundary.
@@ -80,7 +80,7 @@ async def test_the_load_client_counts_gaps_duplicates_drops_and_latency() -> Non
     assert tally.gaps == 4
     assert tally.missing == 4
     assert tally.duplicates == 4
-    assert tally.other_events == {"error:slow_consumer": 4}
+    assert tally.other_events == {"notice:slow_consumer": 4}
     assert tally.heartbeats == 4
     # Points are stamped 5 ms before they are sent, on this machine's clock.
     p50 = tally.histogram.percentile(0.5)

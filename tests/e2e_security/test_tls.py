@@ -72,7 +72,7 @@ def test_a_streamer_with_the_right_ca_connects_and_points_flow(
     ):
         assert source.response.status_code == 200
         for event in source.iter_sse():
-            assert event.event != "error", event.data
+            assert event.event != "notice", event.data
             if event.event == "points" and event.data and event.json()["points"]:
                 break
     assert health(streamer)["status"] == "ok"

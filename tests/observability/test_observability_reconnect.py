@@ -32,7 +32,7 @@ def test_a_generator_restart_is_recorded_as_events_on_the_same_upstream_span(tmp
             events = iter_events(response.iter_lines())
             assert next(kind for kind, _ in events if kind == "points")
             generator.stop()  # SIGTERM: the generator drains, ending the stream with UNAVAILABLE
-            error = next(data for kind, data in events if kind == "error")
+            error = next(data for kind, data in events if kind == "notice")
             assert error["code"] == "upstream_unavailable"
             replacement = start_generator(tmp_path, port=generator.port)
             wait_for(lambda: upstream_streams(streamer) == 1, what="the streamer's upstream stream back up")

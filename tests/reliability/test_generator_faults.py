@@ -18,7 +18,7 @@ OTHER = "/v1/stream?series=latency&window=1s"
 
 
 def _upstream_error(event: object) -> bool:
-    return getattr(event, "event", "") == "error" and event.data.get("code") == "upstream_unavailable"  # type: ignore[attr-defined]
+    return getattr(event, "event", "") == "notice" and event.data.get("code") == "upstream_unavailable"  # type: ignore[attr-defined]
 
 
 async def test_a_generator_killed_and_restarted_on_its_port_costs_browsers_no_point(fleet: Fleet) -> None:

@@ -74,7 +74,7 @@ async def test_sigterm_under_load_drains_the_streamer_and_its_clients_resume_on_
         one.signal(signal.SIGTERM)
         for client in clients:
             await client.wait_for(
-                lambda e: e.event == "error" and e.data["code"] == "server_shutdown", what="server_shutdown"
+                lambda e: e.event == "notice" and e.data["code"] == "server_shutdown", what="server_shutdown"
             )
         code = await one.wait_exit(15)
         drained = time.monotonic() - started

@@ -1,4 +1,4 @@
-"""Generator restarts and replicas: an error event while it is down, then no gap and no duplicate."""
+"""Generator restarts and replicas: a notice event while it is down, then no gap and no duplicate."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ async def test_generator_killed_and_restarted_mid_stream_resumes_without_gap(tmp
         ):
             events: list[Event] = [await reader.next() for _ in range(4)]
             generator.kill()
-            events += await reader.until(lambda e: e.event == "error", timeout=20)
+            events += await reader.until(lambda e: e.event == "notice", timeout=20)
             error = events[-1]
             assert error.data["code"] == "upstream_unavailable" and error.data["message"]
-            assert error.id is None, "an error event does not move the cursor"
+            assert error.id is None, "a notice event does not move the cursor"
             await wait_until(
                 lambda: streamer.state.hub.topics[("cpu", "raw")].up is False, what="the topic to notice the outage"
             )
@@ -58,7 +58,7 @@ async def test_streamer_fails_over_to_the_next_generator_replica(tmp_path: Path)
         ):
             events = [await reader.next() for _ in range(3)]
             one.kill()
-            events += await reader.until(lambda e: e.event == "error", timeout=20)
+            events += await reader.until(lambda e: e.event == "notice", timeout=20)
             last = max(seqs_by_series(events)["latency"])
             events += await reader.until(lambda e: e.event == "points" and e.data["points"][-1]["seq"] > last + 1000)
             assert streamer.state.upstream.address == two.address

@@ -46,7 +46,7 @@ async def test_sigterm_tells_clients_to_reconnect_and_exits(generator: Generator
             await reader.next()
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            events = await reader.until(lambda e: e.event == "error", timeout=10)
+            events = await reader.until(lambda e: e.event == "notice", timeout=10)
             assert events[-1].data["code"] == "server_shutdown"
             assert reader.retry == 100, "a short retry so browsers move on quickly"
             # The stream ends after the shutdown event.

@@ -175,11 +175,13 @@ def test_snapshot_meta_gives_axis_hints_and_flags() -> None:
 def test_frames_follow_the_event_stream_format() -> None:
     assert sse.frame("points", b'{"a":1}', "abc") == b'event: points\nid: abc\ndata: {"a":1}\n\n'
     assert sse.frame(None, b"x\ny\r\nz") == b"data: x\ndata: y\ndata: z\n\n"
-    assert sse.retry_frame(2000) == b"retry: 2000\n\n"
+    # Wire change (issue 16): retry: is a field of an event's block, never a block of its own.
+    assert sse.frame("snapshot", b"{}", "abc", retry_ms=2000) == b"retry: 2000\nevent: snapshot\nid: abc\ndata: {}\n\n"
     assert sse.comment("a\nb") == b": a b\n\n"
     assert sse.HEARTBEAT.startswith(b":") and sse.HEARTBEAT.endswith(b"\n\n")
-    error = sse.error_frame("slow_consumer", "too slow", series=["cpu"])
-    assert error.startswith(b"event: error\ndata: ") and b"id:" not in error
+    # Wire change (issue 16): the server's notice event is named "notice", never "error".
+    error = sse.notice_frame("slow_consumer", "too slow", series=["cpu"])
+    assert error.startswith(b"event: notice\ndata: ") and b"id:" not in error
     assert orjson.loads(error.split(b"data: ")[1]) == {
         "code": "slow_consumer",
         "message": "too slow",

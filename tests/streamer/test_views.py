@@ -181,7 +181,7 @@ async def test_a_slow_client_is_degraded_to_a_coarser_view_and_continues_without
             sock.close()
     events = _events(received.split(b"\r\n\r\n", 1)[1])
     names = [name for name, _ in events]
-    notice_at = next(i for i, (name, data) in enumerate(events) if name == "error" and data["code"] == "degraded")
+    notice_at = next(i for i, (name, data) in enumerate(events) if name == "notice" and data["code"] == "degraded")
     notice = events[notice_at][1]
     assert notice["bucketMs"] == 500 and notice["message"], notice
     assert names[notice_at + 1] == "snapshot"

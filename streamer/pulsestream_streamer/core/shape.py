@@ -175,15 +175,19 @@ def points_body(fmt: Format, resolution: str, fragments: Iterable[bytes], meta: 
 
 
 def snapshot_ends(
-    fmt: Format, resolution: str, meta: dict[str, Any], *, reset: bool, resumed: bool
+    fmt: Format, resolution: str, meta: dict[str, Any], *, reset: bool, resumed: bool, retry_ms: int | None = None
 ) -> tuple[bytes, bytes]:
     """What goes before and after the rows of a ``snapshot`` event's data (the rows come in between).
 
     ``reset`` is true when the client sent a cursor that could not be honoured (too old or
     unreadable): discard what you have. ``resumed`` is true when the snapshot holds exactly
-    the points missed since the client's cursor: append them.
+    the points missed since the client's cursor: append them. ``retryMs`` repeats the block's
+    ``retry:`` field, which ``EventSource`` does not expose, when the block has one.
     """
-    flags = orjson.dumps({"reset": reset, "resumed": resumed})[1:-1]
+    fields: dict[str, Any] = {"reset": reset, "resumed": resumed}
+    if retry_ms is not None:
+        fields["retryMs"] = retry_ms
+    flags = orjson.dumps(fields)[1:-1]
     tail = b'],"meta":' + orjson.dumps(meta) + b"," + flags + b"}"
     if fmt == "d3":
         return b'{"points":[', tail

@@ -7,7 +7,7 @@ queued as one write. When the connection is idle, a flush may skip the queue
 and hand the pre-framed chunk straight to the connection (:class:`DirectWrite`,
 which the HTTP layer provides for the servers it knows). A client whose queue passes
 ``buffer_size`` events or ``client_max_queue_bytes`` bytes is a slow consumer:
-its queue is dropped (memory released at once), it gets one ``error`` event
+its queue is dropped (memory released at once), it gets one ``notice`` event
 ``{"code": "slow_consumer"}`` and its stream ends, so the browser's
 ``EventSource`` reconnects with ``Last-Event-ID`` and resumes exactly where
 its last delivered event left off. If its socket accepts nothing at all, the
@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from pulsestream_streamer.core.pieces import SnapshotLost
-from pulsestream_streamer.core.sse import error_frame
+from pulsestream_streamer.core.sse import notice_frame
 
 __all__ = ["Client", "ClientLimits", "DirectWrite", "Registry"]
 
@@ -51,7 +51,7 @@ _PREFIX = os.urandom(3).hex()
 _COUNTER = itertools.count(1)
 
 #: The last event a slow consumer gets before its stream ends.
-SLOW_CONSUMER = error_frame("slow_consumer", "client fell too far behind; reconnect with Last-Event-ID to resume")
+SLOW_CONSUMER = notice_frame("slow_consumer", "client fell too far behind; reconnect with Last-Event-ID to resume")
 
 
 @dataclass(slots=True)

@@ -56,6 +56,8 @@ class Feed:
         self.clients: dict[str, Client] = {}
         self._on_dirty = on_dirty
         self._pending: list[bytes] = []
+        #: Notices that came while points were pending: sent right behind them, in order (see broadcast).
+        self._behind: list[bytes] = []
         self._oldest_t = 0
         self._dirty = False
         # positions: the newest point handed to this feed (the next event's cursor);
@@ -91,7 +93,15 @@ class Feed:
             self._on_dirty(self)
 
     def broadcast(self, frame: bytes) -> None:
-        """An out-of-band event (upstream trouble, a data gap) to every client now."""
+        """An out-of-band event (upstream trouble, a data gap) to every client, in order with the points.
+
+        Points handed to the feed before the notice go out first (at the flush, which is at
+        most one flush interval away), so a client may take the next points of a series as
+        the sign that its upstream is back (issue 16: ``pulsestream.js`` clears its trouble so).
+        """
+        if self._pending:
+            self._behind.append(frame)
+            return
         for client in self.clients.values():
             client.push(frame)
 
@@ -132,6 +142,7 @@ class Feed:
         self.clients.pop(client.id, None)
         if not self.clients:
             self._pending = []
+            self._behind = []
             self.flushed = dict(self.positions)
             self.snapshots.clear()
 
@@ -155,6 +166,11 @@ class Feed:
         flushed = self.flushed
         for client in clients.values():
             client.deliver(event, chunk, now, flushed)
+        if self._behind:
+            behind, self._behind = self._behind, []
+            for frame in behind:
+                for client in clients.values():
+                    client.push(frame)
         count = len(clients)
         metrics.events_sent.labels("points").inc(count)
         metrics.bytes_sent.inc(len(event) * count)

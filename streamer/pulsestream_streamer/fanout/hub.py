@@ -139,8 +139,10 @@ class Hub:
 
     async def _sweep_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        lifetime = sse.retry_frame(self.settings.sse_retry.millis) + sse.error_frame(
-            "max_lifetime", "stream reached its maximum lifetime; reconnect with Last-Event-ID to resume"
+        lifetime = sse.notice_frame(
+            "max_lifetime",
+            "stream reached its maximum lifetime; reconnect with Last-Event-ID to resume",
+            retry_ms=self.settings.sse_retry.millis,
         )
         last_report = 0.0
         while True:
@@ -346,7 +348,7 @@ class Hub:
         request = dataclasses.replace(
             member.request, reduced=view, cursor=Cursor(old.resolution, dict(position)), cursor_error=None
         )
-        notice = sse.error_frame(
+        notice = sse.notice_frame(
             "degraded",
             f"this client fell behind; points now arrive in {view.name} buckets (min/max/mean/count)",
             bucketMs=view.bucket_ms,
@@ -392,8 +394,10 @@ class Hub:
         if self.draining:
             return
         self.draining = True
-        last = sse.retry_frame(self.settings.shutdown_retry.millis) + sse.error_frame(
-            "server_shutdown", "this server is shutting down; reconnect with Last-Event-ID to resume"
+        last = sse.notice_frame(
+            "server_shutdown",
+            "this server is shutting down; reconnect with Last-Event-ID to resume",
+            retry_ms=self.settings.shutdown_retry.millis,
         )
         logger.info("draining", extra={"clients": len(self.registry)})
         self.registry.shutdown(last)

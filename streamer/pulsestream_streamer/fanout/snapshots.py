@@ -50,7 +50,7 @@ class Joining:
     ``continuations`` (resumed only) say, per series, after which sequence of the feed's view
     to start and which seam of an older view's points goes first; ``seams`` are the sources
     those seams are read from (a degraded client's previous view). ``before`` is sent ahead
-    of the snapshot, ``after`` right behind it; ``retry`` adds the ``retry:`` field first.
+    of the snapshot, ``after`` right behind it; ``retry`` puts the ``retry:`` field in the snapshot's block.
     """
 
     resumed: bool = False
@@ -218,8 +218,11 @@ def _plan(
         max_points=request.max_points,
     )
     meta |= tracing.trace_fields(topics)
-    body_head, body_tail = shape.snapshot_ends(request.fmt, view.name, meta, reset=reset, resumed=joining.resumed)
-    head = joining.before + (sse.retry_frame(retry_ms) if joining.retry else b"")
-    head += sse.event_head("snapshot", cursors.encode(view.name, flushed)) + body_head
+    retry = retry_ms if joining.retry else None
+    body_head, body_tail = shape.snapshot_ends(
+        request.fmt, view.name, meta, reset=reset, resumed=joining.resumed, retry_ms=retry
+    )
+    # The retry: field rides in the snapshot's own block, never alone (see core.sse).
+    head = joining.before + sse.event_head("snapshot", cursors.encode(view.name, flushed), retry) + body_head
     tail = body_tail + b"\n\n" + joining.after
     return Plan(request.fmt, head, _parts(topics, flushed, request, since, joining), tail, piece_bytes)

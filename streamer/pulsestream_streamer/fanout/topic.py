@@ -113,7 +113,7 @@ class Source(Protocol):
 
 def upstream_unavailable_frame(code: str, series: str) -> bytes:
     """The event that tells clients a series' upstream is down (sent on the outage and to joiners during it)."""
-    return sse.error_frame(
+    return sse.notice_frame(
         "upstream_unavailable",
         f"generator unavailable ({code}); retrying, points resume without gap",
         series=[series],
@@ -250,7 +250,7 @@ class Topic:
         self._history_changed()
         self.sequencer = Sequencer()
         self._broadcast(
-            sse.error_frame(
+            sse.notice_frame(
                 "data_gap",
                 "the generator lost points of this series; the chart continues after a hole",
                 series=[self.series],

@@ -1,6 +1,8 @@
 """The HTTP service: FastAPI routes around the hub, with a lifespan that owns every task.
 
-Routes: ``GET /`` (dashboard), ``/static`` (its files), ``/v1/series``,
+Routes: ``GET /`` (dashboard), ``/static/...`` (its files), ``/client/...``
+(the client module ``pulsestream.js``, its types and package files; both
+through :mod:`~pulsestream_streamer.http.assets`), ``/v1/series``,
 ``/v1/stream`` (SSE, :mod:`~pulsestream_streamer.http.stream`), ``/health``,
 ``/metrics``. The ``/v1`` routes live on one :class:`fastapi.APIRouter`
 (``app.state.v1``) so access checks can be attached in one place.
@@ -25,9 +27,8 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -40,6 +41,7 @@ from pulsestream_streamer.access.keys import KeyStore, parse_keys
 from pulsestream_streamer.access.ratelimit import RateLimiter
 from pulsestream_streamer.fanout.clients import ClientLimits, Registry
 from pulsestream_streamer.fanout.hub import Hub
+from pulsestream_streamer.http.assets import Assets
 from pulsestream_streamer.http.params import BadParameter
 from pulsestream_streamer.http.problems import bad_parameter, problem
 from pulsestream_streamer.http.stream import RAW_SEND, STREAM_PARAMETERS, EventStream, serve_stream, stream_response
@@ -52,6 +54,8 @@ __all__ = ["StreamerApp", "create_app"]
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
+#: The client module's folder, laid out as the npm package it can be published as.
+CLIENT_DIR = STATIC_DIR / "client"
 
 #: Path of the SSE route, served by :class:`StreamerApp`'s fast path.
 STREAM_PATH = "/v1/stream"
@@ -297,14 +301,20 @@ def _add_routes(
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> Response:
-        page = STATIC_DIR / "index.html"
-        if not page.is_file():
-            return problem(404, "not_found", "dashboard not installed")
-        return FileResponse(page, media_type="text/html")
+    static, client = Assets(STATIC_DIR), Assets(CLIENT_DIR)
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    @app.get("/", include_in_schema=False)
+    async def index(request: Request) -> Response:
+        response = await static.response(request, "index.html")
+        return problem(404, "not_found", "dashboard not installed") if response.status_code == 404 else response
+
+    @app.get("/static/{path:path}", include_in_schema=False)
+    async def static_file(request: Request, path: str) -> Response:
+        return await static.response(request, path)
+
+    @app.get("/client/{path:path}", include_in_schema=False)
+    async def client_file(request: Request, path: str) -> Response:
+        return await client.response(request, path)
 
 
 def health_body(hub: Hub, upstream: Upstream, settings_file: SettingsFile, stopped: list[str]) -> dict[str, Any]:

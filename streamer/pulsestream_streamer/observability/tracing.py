@@ -225,7 +225,7 @@ class ConnectionTrace:
 
         ``events_sent`` counts the snapshot and the ``points`` events queued to
         this client (the feed's flushes since it joined); heartbeats and
-        ``error`` events are not counted, frames a slow client lost are in
+        ``notice`` events are not counted, frames a slow client lost are in
         ``frames_dropped``.
         """
         points = max(0, feed.flushes - self._joined_at) if feed is not None and self._joined_at is not None else 0
