@@ -67,6 +67,8 @@ async def test_the_openapi_document_says_what_stream_and_metrics_answer(streamer
         document = (await http.get("/openapi.json")).json()
     stream = document["paths"]["/v1/stream"]["get"]
     assert list(stream["responses"]["200"]["content"]) == ["text/event-stream"]
-    assert {"series", "resolution", "window", "format", "lastEventId"} <= {p["name"] for p in stream["parameters"]}
+    parameters = {p["name"]: p for p in stream["parameters"]}
+    assert {"series", "resolution", "window", "maxPoints", "format", "lastEventId"} <= set(parameters)
+    assert parameters["format"]["schema"]["enum"] == ["d3", "table", "columns"]
     metrics = document["paths"]["/metrics"]["get"]
     assert next(iter(metrics["responses"]["200"]["content"])).startswith("text/plain")

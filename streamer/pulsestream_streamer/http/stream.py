@@ -22,7 +22,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from pulsestream_streamer.core import ladder
 from pulsestream_streamer.core.request import StreamRequest
+from pulsestream_streamer.core.shape import FORMATS
 from pulsestream_streamer.core.sse import HEADERS
 from pulsestream_streamer.fanout.clients import Client, Registry
 from pulsestream_streamer.fanout.feed import Feed
@@ -65,7 +67,12 @@ STREAM_PARAMETERS: list[dict[str, Any]] = [
         ("series", "Comma-separated series names (default: every series).", {"type": "string"}),
         ("resolution", "raw, or a bucket width the generator serves.", {"type": "string", "default": "raw"}),
         ("window", "History in the first snapshot, a duration such as 5m.", {"type": "string"}),
-        ("format", "d3 (tidy rows) or table.", {"type": "string", "enum": ["d3", "table"], "default": "d3"}),
+        (
+            "maxPoints",
+            "At most this many points per series over the window (e.g. the chart's width in pixels).",
+            {"type": "integer", "minimum": ladder.MIN_POINTS, "maximum": ladder.MAX_POINTS},
+        ),
+        ("format", "d3 (tidy rows), table, or columns.", {"type": "string", "enum": list(FORMATS), "default": "d3"}),
         ("lastEventId", "Resume cursor, for clients that cannot send the Last-Event-ID header.", {"type": "string"}),
     )
 ]
