@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 from pulsestream_generator.settings import GeneratorSettings
 from pulsestream_operator.settings import OperatorSettings
 from pulsestream_streamer.settings import StreamerSettings
+from pydantic import BaseModel
 
 from pulsestream.durations import format_seconds, parse_seconds
 from pulsestream.envsettings import EnvSettings, SettingsError, split_list

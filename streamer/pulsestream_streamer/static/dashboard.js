@@ -22,6 +22,9 @@
 
   const d3 = window.d3;
   const FALLBACK_RESOLUTIONS = ["raw"]; // until /v1/series says what the generator aggregates to
+  // Shown when the URL names none: the first ones /v1/series lists (synthetic, then published). Not all:
+  // producers may publish many series, and one stream carries at most STREAMER_MAX_SERIES (16).
+  const DEFAULT_SERIES_SHOWN = 8;
   const WINDOWS = { "1m": 60_000, "5m": 300_000, "10m": 600_000 };
   const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
   const MAX_POINTS_PER_SERIES = 20_000; // memory bound even if the server sends more than the window
@@ -398,7 +401,7 @@
   function buildSeriesPicker() {
     const names = [...seriesInfo.keys()];
     const wanted = (pageParams.get("series") || "").split(",").filter((s) => seriesInfo.has(s));
-    state.selected = wanted.length ? wanted : names;
+    state.selected = wanted.length ? wanted : names.slice(0, DEFAULT_SERIES_SHOWN);
     el.seriesOptions.replaceChildren();
     for (const name of names) {
       const i = seriesInfo.get(name);
