@@ -4,16 +4,26 @@ Every ``Publish`` and OTLP ``Export`` call hands its request to the
 :class:`Intake` and awaits the answer. One task (:meth:`Intake.run`) takes
 the batches in arrival order and stores them one at a time, yielding to the
 event loop between two, so subscribers' writes, synthetic ticks and new calls
-keep going while a producer pushes hard.
+keep going while producers push hard.
 
-At most ``GENERATOR_INGEST_MAX_IN_FLIGHT`` batches are queued or being
-stored. One more is refused at once with RESOURCE_EXHAUSTED (INGEST_BUSY)
-and a ``google.rpc.RetryInfo``: the time the queue needs to drain at the
-recent pace (between :data:`MIN_RETRY_S` and :data:`MAX_RETRY_S`). A
-producer faster than the generator is thus slowed down by its own retries,
-and the memory the generator holds for it stays bounded (in-flight batches
-times ``GENERATOR_INGEST_MAX_MESSAGE_SIZE``), instead of gRPC's queues growing
-with every call.
+How a producer faster than the generator is slowed:
+
+- Each call is answered only once its batch is stored, and the producer
+  library keeps one batch in flight, so a producer never runs further ahead
+  than one batch: it waits for its answers.
+- Calls the generator has not yet taken wait in gRPC's transport, bounded by
+  HTTP/2 flow control and ``GENERATOR_MAX_CONCURRENT_STREAMS`` per
+  connection; ``grpc.aio`` takes one new call per turn of the event loop, so
+  they never pile up in this process either.
+- At most ``GENERATOR_INGEST_MAX_IN_FLIGHT`` batches are taken (queued or
+  being stored) at once; they add up when the store waits (a shared backend
+  awaiting its server) and many producers call at once. One more is refused
+  at once with RESOURCE_EXHAUSTED (INGEST_BUSY) and a
+  ``google.rpc.RetryInfo``: the time the queue needs to drain at the recent
+  pace (between :data:`MIN_RETRY_S` and :data:`MAX_RETRY_S`), which the
+  producer library and OTLP exporters wait before resending the same batch.
+  The memory the generator holds for batches stays bounded (in-flight batches
+  times ``GENERATOR_INGEST_MAX_MESSAGE_SIZE``).
 
 Draining (SIGTERM): new batches are refused with UNAVAILABLE, and those
 still queued are answered UNAVAILABLE unstored, so their producers resend

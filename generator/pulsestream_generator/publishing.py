@@ -145,7 +145,7 @@ def _refuse(problem: Problem, index: int, name: str) -> Refused:
         f"points[{index}] ({name[:64]!r}): {problem.message}; nothing of this batch was stored",
         index=index,
         series=name,
-        field=problem.field,
+        field=problem.field if problem.reason is Reason.BAD_POINT else None,  # the others are about the series
         **problem.facts,
     )
 
