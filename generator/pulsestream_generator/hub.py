@@ -56,6 +56,7 @@ from pulsestream.v1 import timeseries_pb2
 from pulsestream_generator.aggregation import MARGIN_MS, WIDTHS, Bucket, closed_by, summarise
 from pulsestream_generator.clock import align_down, align_up, next_tick, now_ms
 from pulsestream_generator.history import History
+from pulsestream_generator.journal import Journal
 from pulsestream_generator.live import (
     SYNTHETIC,
     Ended,
@@ -85,13 +86,20 @@ class Hub:
     """Produces ticks into the history ring, stores published points, and fans both out to subscribers."""
 
     def __init__(
-        self, source: Source, spec: StreamSpec, metrics: GeneratorMetrics, *, close_delay_ms: int = 2000
+        self,
+        source: Source,
+        spec: StreamSpec,
+        metrics: GeneratorMetrics,
+        *,
+        close_delay_ms: int = 2000,
+        journal: Journal | None = None,
     ) -> None:
         self.source = source
         self.spec = spec
         self.metrics = metrics
         self.history = History(spec.series)
-        self.published: PublishedStore = MemoryStore(self._stored)
+        self._memory = MemoryStore(self._stored, journal)
+        self.published: PublishedStore = self._memory
         self.published.declare(spec.published)
         self.close_delay_ms = close_delay_ms
         self.draining = False
@@ -188,6 +196,24 @@ class Hub:
             "history backfilled",
             extra={"ticks": len(ticks), "series": len(values), "oldest": first, "newest": last},
         )
+
+    def recover(self, now: int) -> None:
+        """Get back the published points a journal holds (at start, before serving)."""
+        replayed = self._memory.recover(now - self.span_ms, synthetic=self.spec.series)
+        if replayed is not None:
+            logger.info(
+                "published history recovered from the journal",
+                extra={
+                    "segments": replayed.segments,
+                    "points": replayed.points,
+                    "series": len(self.published),
+                    "discarded_bytes": replayed.discarded,
+                },
+            )
+
+    def close(self) -> None:
+        """Sync and close the journal, if any (after the server stopped)."""
+        self._memory.close()
 
     async def run(self) -> None:
         """Produce ticks until cancelled."""

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pulsestream.spec import PublishedSeries
+from pulsestream_generator.journal import Journal, Replayed
 from pulsestream_generator.publishing import Batch, SeriesPoints
 from pulsestream_generator.timeline import Appended, Closed, Timeline
 
@@ -131,10 +132,11 @@ def _sorted(part: SeriesPoints) -> tuple[list[int], list[float]]:
 
 
 class MemoryStore:
-    """Published history in this process's memory (the default backend)."""
+    """Published history in this process's memory (the default backend), optionally journaled (:mod:`.journal`)."""
 
-    def __init__(self, on_stored: Stored) -> None:
+    def __init__(self, on_stored: Stored, journal: Journal | None = None) -> None:
         self._on_stored = on_stored
+        self._journal = journal
         self._timelines: dict[str, Timeline] = {}
         self._meta: dict[str, SeriesMeta] = {}
         self._declared: list[str] = []
@@ -187,48 +189,44 @@ class MemoryStore:
         return self.append_now(batch, now)
 
     def append_now(self, batch: Batch, now: int) -> Outcome:
-        """:meth:`append` without the coroutine (the memory store never waits)."""
+        """:meth:`append` without the coroutine (the memory store never waits).
+
+        What is new is worked out first, written to the journal (when there is one), and only then
+        stored and fanned out: an acknowledged point is always in the journal.
+        """
         total = Outcome()
+        runs: list[tuple[str, list[int], list[float]]] = []
         for name, part in batch.items():
+            timeline = self._timelines.get(name)
+            times, values, outcome = _new_points(timeline, part, now)
+            total.add(outcome)
+            if times:
+                runs.append((name, times, values))
+        if self._journal is not None and runs:
+            self._journal.points(runs)
+        for name, times, values in runs:
             timeline = self._timelines.get(name)
             if timeline is None:
                 timeline = self._timelines[name] = Timeline(name)
                 total.created.append(name)
-            total.add(self._append(timeline, part, now))
-        return total
-
-    def _append(self, timeline: Timeline, part: SeriesPoints, now: int) -> Outcome:
-        outcome = Outcome()
-        times, values = _sorted(part)
-        outcome.duplicates = len(part.times) - len(times)  # equal timestamps within the batch: the first counts
-        newest = timeline.newest
-        if times and times[0] <= newest:
-            start = bisect.bisect_right(times, newest)
-            held = timeline.history
-            for t in times[:start]:
-                i = held.index_at_or_after(t)
-                if i < held.end and held.tick_at(i) == t:
-                    outcome.duplicates += 1
-                else:
-                    outcome.out_of_order += 1
-            times, values = times[start:], values[start:]
-        if part.untimed:
-            first = max(now, (times[-1] if times else newest) + 1)
-            times = [*times, *range(first, first + len(part.untimed))]
-            values = [*values, *part.untimed]
-        if times:
             late = timeline.late_points
             appended = timeline.append(times, values)
-            outcome.accepted = len(times)
-            outcome.late = timeline.late_points - late
+            total.accepted += len(times)
+            total.late += timeline.late_points - late
             self._on_stored(timeline, appended)
-        return outcome
+        return total
 
     def seal(self, now: int, delay_ms: int) -> Iterator[tuple[Timeline, list[Closed]]]:
+        sealed: list[tuple[Timeline, list[Closed]]] = []
         for timeline in self._timelines.values():
             closed = timeline.seal(now, delay_ms)
             if closed:
-                yield timeline, closed
+                sealed.append((timeline, closed))
+        if self._journal is not None and sealed:
+            self._journal.seals(
+                (timeline.name, entry.index, entry.hi) for timeline, closed in sealed for entry in closed
+            )
+        return iter(sealed)
 
     def trim(self, keep_from: int, keep: Collection[str]) -> list[str]:
         declared = set(self._declared)
@@ -240,4 +238,63 @@ class MemoryStore:
                 timeline.trim(keep_from)
         for name in expired:
             self.remove(name)
+        if self._journal is not None:
+            self._journal.prune(keep_from)
         return expired
+
+    # --- the journal ------------------------------------------------------------------------------
+
+    def recover(self, keep_from: int, synthetic: Collection[str]) -> Replayed | None:
+        """Replay the journal (at start, before serving): the points acknowledged before a crash come back.
+
+        Points older than ``keep_from`` are dropped after the replay; series now synthetic are skipped.
+        """
+        if self._journal is None:
+            return None
+
+        def points(name: str, times: Sequence[int], values: Sequence[float]) -> None:
+            if name in synthetic:
+                return
+            timeline = self._timelines.get(name)
+            if timeline is None:
+                timeline = self._timelines[name] = Timeline(name)
+            start = bisect.bisect_right(times, timeline.newest)
+            if start < len(times):
+                timeline.append(times[start:], values[start:])
+
+        def seal(name: str, index: int, through: int) -> None:
+            timeline = self._timelines.get(name)
+            if timeline is not None and index < len(timeline.closed_through):
+                timeline.closed_through[index] = max(timeline.closed_through[index], through)
+
+        replayed = self._journal.replay(points, seal)
+        self.trim(keep_from, keep=())
+        self._journal.open()
+        return replayed
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+
+
+def _new_points(timeline: Timeline | None, part: SeriesPoints, now: int) -> tuple[list[int], list[float], Outcome]:
+    """The points of ``part`` to store in ``timeline`` (times ascending), and the duplicates and out-of-order."""
+    outcome = Outcome()
+    times, values = _sorted(part)
+    outcome.duplicates = len(part.times) - len(times)  # equal timestamps within the batch: the first counts
+    newest = timeline.newest if timeline is not None else 0
+    if timeline is not None and times and times[0] <= newest:
+        start = bisect.bisect_right(times, newest)
+        held = timeline.history
+        for t in times[:start]:
+            i = held.index_at_or_after(t)
+            if i < held.end and held.tick_at(i) == t:
+                outcome.duplicates += 1
+            else:
+                outcome.out_of_order += 1
+        times, values = times[start:], values[start:]
+    if part.untimed:
+        first = max(now, (times[-1] if times else newest) + 1)
+        times = [*times, *range(first, first + len(part.untimed))]
+        values = [*values, *part.untimed]
+    return times, values, outcome

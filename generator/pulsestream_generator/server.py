@@ -49,6 +49,7 @@ from pulsestream_generator.ingestion import (
     IngestServicer,
     MetricsServicer,
 )
+from pulsestream_generator.journal import Journal
 from pulsestream_generator.metrics import GeneratorMetrics
 from pulsestream_generator.randomness import RandomServicer
 from pulsestream_generator.settings import GeneratorSettings
@@ -120,7 +121,11 @@ class GeneratorApp:
         self.metrics = GeneratorMetrics()
         self.source = Source(settings.seed)
         self.hub = Hub(
-            self.source, self.settings_file.current, self.metrics, close_delay_ms=settings.ingest_close_delay.millis
+            self.source,
+            self.settings_file.current,
+            self.metrics,
+            close_delay_ms=settings.ingest_close_delay.millis,
+            journal=Journal(Path(settings.ingest_journal_dir)) if settings.ingest_journal_dir else None,
         )
         self.ingest = Ingest(self.hub, settings, self.metrics)
         self.gate = Gate()
@@ -162,6 +167,7 @@ class GeneratorApp:
     async def start(self) -> None:
         """Backfill, bind, serve, start the background tasks, then report SERVING."""
         auth.install_redactor(self.settings.ingest_tokens)
+        self.hub.recover(now_ms())
         self.hub.backfill(now_ms())
         bind = f"{self.settings.host}:{self.settings.port}"
         credentials = server_credentials(self.settings)
@@ -234,6 +240,7 @@ class GeneratorApp:
         for task, result in zip(self._tasks, results, strict=True):
             if isinstance(result, Exception):
                 logger.error("%s failed", task.get_name(), exc_info=result)
+        self.hub.close()
         self.metrics.close()
         logger.info("generator stopped")
 

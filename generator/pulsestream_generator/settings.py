@@ -168,6 +168,12 @@ class GeneratorSettings(LiveEnvSettings):
         description="Comma-separated OTLP resource attributes (e.g. service.name) added to the series name "
         "like data point attributes, so the same metric from two services stays two series.",
     )
+    ingest_journal_dir: str = Field(
+        default="",
+        description="Directory of a write-ahead journal of published points: each batch is written there before "
+        "it is acknowledged and replayed at start, so a crashed generator (kill -9, OOM, container restart) "
+        "gets back every point it acknowledged; empty = published history in memory only.",
+    )
     frequency: Duration = live("frequency")
     retention: Duration = live("retention")
     buffer_size: int = live(
