@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
@@ -58,6 +58,8 @@ _OUTSIDE_NAME = re.compile(r"[^A-Za-z0-9_.:/~-]")
 _NO_VALUE = metrics_pb2.DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 _CUMULATIVE = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 _HASHED = 8
+#: Most cumulative histogram states remembered (one per series); the least recently exported go first.
+MAX_CUMULATIVE = 100_000
 
 
 def _clean(text: str) -> str:
@@ -106,14 +108,18 @@ class OtlpNames:
         #: series -> (start_time_unix_nano, count, sum) of the last cumulative export
         self.cumulative: dict[str, tuple[int, int, float]] = {}
 
-    def admit(self, metric: str, name: str, exists: Callable[[str], bool]) -> bool:
-        """Whether ``name`` may hold points of ``metric`` (already one of its series, or room for one more)."""
+    def admit(self, metric: str, name: str, exists: Callable[[str], bool], pending: Collection[str] = ()) -> bool:
+        """Whether ``name`` may hold points of ``metric`` (already one of its series, or room for one more).
+
+        At the cap, series that no longer exist (expired) are forgotten first; ``pending`` are those the
+        export being converted creates, which do not exist yet.
+        """
         names = self._by_metric.setdefault(metric, set())
         if name in names:
             return True
         if len(names) >= self.per_metric:
-            names.intersection_update(n for n in list(names) if exists(n))  # forget expired series first
-            self.cumulative = {n: state for n, state in self.cumulative.items() if exists(n)}
+            names.intersection_update([n for n in names if exists(n) or n in pending])
+            self.cumulative = {n: state for n, state in self.cumulative.items() if exists(n) or n in pending}
             if len(names) >= self.per_metric:
                 return False
         names.add(name)
@@ -200,8 +206,12 @@ class _Converter:
 
     def _interval(self, base: str, start: int, count: int, total: float | None) -> tuple[int, float | None]:
         """A cumulative (count, sum) as the interval since the last export of the same series."""
-        previous = self.names.cumulative.get(base)
-        self.names.cumulative[base] = (start, count, total or 0.0)
+        cumulative = self.names.cumulative
+        previous = cumulative.pop(base, None)  # re-inserted last: the dict's order is least recently exported first
+        cumulative[base] = (start, count, total or 0.0)
+        if len(cumulative) > MAX_CUMULATIVE:
+            for stale in list(cumulative)[: len(cumulative) // 2]:  # forgotten: its next export counts since start
+                del cumulative[stale]
         if previous is None or previous[0] != start or count < previous[1]:
             return count, total  # first export, or a reset: everything since the start
         return count - previous[1], (None if total is None else total - previous[2])
@@ -218,7 +228,7 @@ class _Converter:
                 if self.created >= rules.room:
                     out.reject(f"{point.name}: no room for another published series (GENERATOR_INGEST_MAX_SERIES)")
                     return
-                if not self.names.admit(metric, point.name, rules.exists):
+                if not self.names.admit(metric, point.name, rules.exists, out.batch):
                     out.reject(
                         f"{point.name}: {metric} has {self.names.per_metric} series already "
                         "(GENERATOR_INGEST_OTLP_MAX_SERIES_PER_METRIC)"
