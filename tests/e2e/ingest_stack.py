@@ -143,7 +143,6 @@ class SseReader:
         self.url = url
         self.points: dict[str, list[dict[str, Any]]] = {}
         self.events: list[str] = []
-        self.first_seen: dict[tuple[str, int], float] = {}
         self.errors: list[str] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -164,20 +163,20 @@ class SseReader:
         while True:  # reconnect as EventSource does, with Last-Event-ID
             headers = {"Last-Event-ID": last_id} if last_id else {}
             try:
-                async with httpx.AsyncClient(timeout=None) as client:
-                    async with aconnect_sse(client, "GET", self.url, headers=headers) as source:
-                        async for event in source.aiter_sse():
-                            if not event.data:
-                                continue
-                            self.events.append(event.event)
-                            if event.event in ("snapshot", "points"):
-                                body = json.loads(event.data)
-                                now = time.monotonic()
-                                for point in body["points"]:
-                                    self.points.setdefault(point["series"], []).append(point)
-                                    self.first_seen.setdefault((point["series"], point["seq"]), now)
-                            if event.id:
-                                last_id = event.id
+                async with (
+                    httpx.AsyncClient(timeout=None) as client,
+                    aconnect_sse(client, "GET", self.url, headers=headers) as source,
+                ):
+                    async for event in source.aiter_sse():
+                        if not event.data:
+                            continue
+                        self.events.append(event.event)
+                        if event.event in ("snapshot", "points"):
+                            body = json.loads(event.data)
+                            for point in body["points"]:
+                                self.points.setdefault(point["series"], []).append(point)
+                        if event.id:
+                            last_id = event.id
             except Exception as error:  # a refused stream (400) or a cut connection: noted, and retried
                 self.errors.append(repr(error))
             await asyncio.sleep(0.2)
