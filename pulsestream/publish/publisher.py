@@ -71,6 +71,10 @@ _FATAL = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_
 _DROP = frozenset({Reason.BAD_POINT, Reason.SYNTHETIC_SERIES, Reason.UNDECLARED_SERIES, Reason.TOO_MANY_SERIES})
 
 
+#: A batch taken from the buffer and its request, ready to send.
+_Ready = tuple[list[Point], ingest_pb2.PublishRequest]
+
+
 class PublishError(Exception):
     """The publisher cannot deliver what it holds (a wrong token, or points left when closing)."""
 
@@ -286,21 +290,39 @@ class AsyncPublisher:
                 await self._wakeup.wait()
 
     async def _send_forever(self) -> None:
+        ready: _Ready | None = None
         while True:
-            batch = await self._next_batch()
-            await self._deliver(batch)
+            if ready is None:
+                batch = await self._next_batch()
+                ready = (batch, encode(batch))
+            ready = await self._deliver(*ready)
             self._room.set()
             if not self.buffer.held:
                 self._idle.set()
 
-    async def _deliver(self, batch: list[Point]) -> None:
-        """Send ``batch`` until it is acknowledged, or what is left of it was refused; back off in between."""
+    async def _deliver(self, batch: list[Point], request: ingest_pb2.PublishRequest) -> _Ready | None:
+        """Send ``batch`` until it is acknowledged, or what is left of it was refused; back off in between.
+
+        While it is in flight, the next batch is taken and encoded if a full one is waiting (returned, to
+        be sent next): the producer's encoding overlaps the generator's storing. It is given back, in
+        order, whenever this one fails, so nothing newer ever overtakes a batch being retried.
+        """
         failures = 0
+        upcoming: _Ready | None = None
         while batch:
+            call = self._stub.Publish(request, timeout=self.timeout, metadata=self._metadata)
+            if upcoming is None and len(self.buffer) >= self.batch_size:
+                await asyncio.sleep(0)  # let the call hand its request to gRPC before encoding the next one
+                taken = self.buffer.take(self.batch_size)
+                upcoming = (taken, encode(taken))
             try:
-                reply = await self._stub.Publish(encode(batch), timeout=self.timeout, metadata=self._metadata)
+                reply = await call
             except grpc.aio.AioRpcError as error:
+                if upcoming is not None:
+                    self.buffer.giveback(upcoming[0])
+                    upcoming = None
                 batch, failures = await self._failed(batch, error, failures)
+                request = encode(batch)
                 continue
             stats = self.stats
             stats.accepted += reply.accepted
@@ -308,7 +330,8 @@ class AsyncPublisher:
             stats.out_of_order += reply.rejected_out_of_order
             stats.batches += 1
             self.buffer.settle(len(batch))
-            return
+            return upcoming
+        return upcoming
 
     async def _failed(self, batch: list[Point], error: grpc.aio.AioRpcError, failures: int) -> tuple[list[Point], int]:
         """The batch to send next after ``error`` (and the failure count), having waited as long as needed."""
