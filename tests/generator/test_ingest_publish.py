@@ -156,7 +156,7 @@ async def test_a_published_point_reaches_a_live_subscriber_at_once_not_at_the_ne
         delays.append(time.monotonic() - sent)
         assert [p.value for p in message.points] == [float(i + 1)]
     call.cancel()
-    assert max(delays) < 0.5, delays  # a tick is 1 s away
+    assert sorted(delays)[2] < 0.3, delays  # waiting for the next tick would take 0.5 s on average
 
 
 async def test_a_stream_of_synthetic_and_published_series_has_no_gap_and_no_duplicate_across_the_seam(
@@ -204,7 +204,7 @@ async def test_a_quiet_series_gets_its_last_bucket_from_the_clock_after_the_clos
     message = await asyncio.wait_for(call.read(), 5)
     waited = time.monotonic() - sent
     assert [(p.count, p.mean, p.min, p.max) for p in message.points] == [(2, 2.0, 1.0, 3.0)]
-    assert 0.15 < waited < 1.6, waited  # the bucket's end (< 1 s away) plus the 200 ms delay
+    assert 0.15 < waited < 3.0, waited  # the bucket's end (< 1 s away) plus the 200 ms delay (and a loaded CI)
     call.cancel()
 
 
