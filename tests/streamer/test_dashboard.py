@@ -134,12 +134,13 @@ class Stack:
     def generator(self) -> Service:
         return self.generators[-1]
 
-    async def start_generator(self) -> None:
+    async def start_generator(self, **extra: str) -> None:
         env = {
             "GENERATOR_PORT": str(self.gport),
             "GENERATOR_FREQUENCY": "100ms",
             "GENERATOR_METRICS_PORT": "0",
             "GENERATOR_GRACE_PERIOD": "1s",
+            **extra,
         }
         log = self.log_dir / f"generator-{len(self.generators)}.log"
         self.generators.append(self.exits.enter_context(run_service("pulsestream-generator", env, log)))
@@ -155,11 +156,12 @@ class Stack:
         self.generator.process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(self.generator.process.wait, 20)
 
-    async def start_streamer(self) -> None:
+    async def start_streamer(self, **extra: str) -> None:
         env = {
             "STREAMER_PORT": str(self.sport),
             "STREAMER_GENERATOR_ADDRESS": f"127.0.0.1:{self.gport}",
             "STREAMER_API_KEYS": API_KEY,
+            **extra,
         }
         self.streamer = self.exits.enter_context(
             run_service("pulsestream-streamer", env, self.log_dir / "streamer.log")
@@ -310,8 +312,10 @@ async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on
             page.on("console", lambda msg: page_errors.append(msg.text) if msg.type == "error" else None)
             page.set_default_timeout(BROWSER_TIMEOUT_MS)
 
-            await page.goto(f"{streamer_url}/?api_key={API_KEY}")
+            # A 1-minute window: one point per pixel holds every raw tick, so the page gets raw points.
+            await page.goto(f"{streamer_url}/?api_key={API_KEY}&window=1m")
             await wait_for_page(page, stack, "raw")
+            assert "maxPoints=" in await page.evaluate("window.pulsestream.state.streamUrl")
             await assert_chart_and_table(page, series, aggregated=False)
             # The resolution picker offers exactly what /v1/series serves, in its order: no list of its own.
             radios = page.locator("#resolution-options input[name=resolution]")
@@ -361,7 +365,7 @@ async def test_dashboard_shows_upstream_trouble_then_resumes_without_gap_when_th
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(BROWSER_TIMEOUT_MS)
-            await page.goto(f"{stack.base}/?api_key={API_KEY}&series=cpu")
+            await page.goto(f"{stack.base}/?api_key={API_KEY}&series=cpu&window=1m")
             await wait_for_page(page, stack, "raw")
             seq_before = int(await page.locator("#latest tbody tr td.seq").inner_text())
 
@@ -390,6 +394,55 @@ async def test_dashboard_shows_upstream_trouble_then_resumes_without_gap_when_th
             assert steps == {100}, f"sequence steps seen by the browser: {sorted(steps)[:10]}"
         finally:
             await browser.close()
+
+
+async def test_dashboard_draws_a_ten_minute_window_at_10_ms_within_a_second(tmp_path: Path) -> None:
+    """Issue 15: 60,000 points per series reduced by the server to about one bucket per pixel."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with contextlib.ExitStack() as exits:
+        stack = Stack(exits, tmp_path)
+        await stack.start_generator(GENERATOR_FREQUENCY="10ms", GENERATOR_RETENTION="11m")
+        await stack.start_streamer(STREAMER_RING_CAPACITY="65000")
+        # Others already watch these series (warm topics: the history is loaded), as on a running system.
+        async with httpx.AsyncClient(timeout=60) as client:
+            for resolution in ("raw", "1s"):
+                query = {"api_key": API_KEY, "window": "10m", "resolution": resolution, "maxPoints": "10000"}
+                async with client.stream("GET", f"{stack.base}/v1/stream", params=query) as reply:
+                    async for chunk in reply.aiter_bytes():
+                        if b"event: points" in chunk:
+                            break
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 900})
+                page.set_default_timeout(BROWSER_TIMEOUT_MS)
+                await page.goto(f"{stack.base}/?api_key={API_KEY}&window=10m")
+                await page.wait_for_function("window.pulsestream && window.pulsestream.state.firstDrawMs !== null")
+                state = await page.evaluate("({...window.pulsestream.state, meta: undefined})")
+                took = state["firstDrawMs"]
+                print(f"\nfirst draw {took:.0f} ms after navigation, {state['bucketMs']} ms buckets")
+                assert took < 1000, f"first draw after {took:.0f} ms"
+                assert state["maxPoints"] >= 1000 and f"maxPoints={state['maxPoints']}" in state["streamUrl"]
+                assert state["bucketMs"] in (500, 1000), "about one bucket per pixel: 600,000 ms / ~1,200 px"
+                await page.wait_for_function(FILLED, arg=["raw", 100])
+                chart: list[dict[str, Any]] = await page.evaluate(CHART)
+                assert all(100 < lane["points"] <= state["maxPoints"] for lane in chart), chart
+                bands = await page.evaluate(
+                    "[...document.querySelectorAll('#chart path.band')].map((b) => (b.getAttribute('d') || '').length)"
+                )
+                assert bands and all(length > 100 for length in bands), "each lane draws its min-max band"
+                await page.screenshot(path=str(ARTIFACTS / "dashboard-10m-at-10ms.png"), full_page=True)
+
+                # Switching window stays instant: a new stream, a new width, drawn at once.
+                await page.select_option("#window", "5m")
+                await page.wait_for_function(
+                    "window.pulsestream.state.opens === 2 && window.pulsestream.state.openDrawMs !== null"
+                )
+                switched = await page.evaluate("({...window.pulsestream.state, meta: undefined})")
+                assert switched["bucketMs"] < state["bucketMs"], "a narrower window gets narrower buckets"
+                assert switched["openDrawMs"] < 1000, f"redrawn {switched['openDrawMs']:.0f} ms after the switch"
+            finally:
+                await browser.close()
 
 
 async def test_a_resolution_in_the_page_url_is_kept_when_served_and_falls_back_to_raw_when_not(
