@@ -45,14 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", default="1s", help="history in pulsestream's first snapshot")
     parser.add_argument("--target", choices=[*TARGETS, "both"], default="both", help="what to measure")
     parser.add_argument(
-        "--scenario",
-        choices=["fanout", "ingest"],
-        default="fanout",
-        help="fanout: pulsestream vs the reference bridge; ingest: publish throughput and publish -> browser "
-        "latency, next to the synthetic path",
-    )
-    parser.add_argument("--ingest-batch", type=int, default=10_000, help="ingest: points per Publish request")
-    parser.add_argument(
         "--streamer-command",
         default="",
         help="run this instead of pulsestream-streamer (A/B a change; same STREAMER_* environment)",
@@ -63,10 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true", help="3 clients, 2 s: proves the harness works")
     parser.add_argument(
         "--scenario",
-        choices=["fanout", "views"],
+        choices=["fanout", "views", "ingest"],
         default="fanout",
-        help="fanout: pulsestream vs the reference (default); views: raw vs maxPoints (bytes, first draw, CPU)",
+        help="fanout: pulsestream vs the reference (default); views: raw vs maxPoints (bytes, first draw, CPU); "
+        "ingest: publish throughput and publish -> browser latency, next to the synthetic path",
     )
+    parser.add_argument("--ingest-batch", type=int, default=10_000, help="ingest: points per Publish request")
     parser.add_argument("--raw-viewers", type=int, default=20, help="views: raw viewers of the 1-hour window")
     parser.add_argument("--reduced-viewers", type=int, default=1000, help="views: maxPoints viewers of it")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
