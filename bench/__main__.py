@@ -5,6 +5,7 @@ Examples::
     make bench                                   # defaults: about a minute
     make bench BENCH_ARGS="--clients 1000 --rate 100 --duration 10"
     make bench BENCH_ARGS="--sweep --json bench.json"
+    make bench BENCH_ARGS="--scenario ingest"   # real data in: publish throughput, publish -> browser latency
     python -m bench --smoke --json -             # a few clients, a few seconds (the test suite runs this)
 
 Every process it starts (generator, streamer, reference, load workers) runs
@@ -26,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bench.ingest import run_ingest
 from bench.loadclient import raise_open_files_limit
 from bench.report import render, render_markdown
 from bench.runner import TARGETS, Scenario, run_scenario
@@ -53,10 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true", help="3 clients, 2 s: proves the harness works")
     parser.add_argument(
         "--scenario",
-        choices=["fanout", "views"],
+        choices=["fanout", "views", "ingest"],
         default="fanout",
-        help="fanout: pulsestream vs the reference (default); views: raw vs maxPoints (bytes, first draw, CPU)",
+        help="fanout: pulsestream vs the reference (default); views: raw vs maxPoints (bytes, first draw, CPU); "
+        "ingest: publish throughput and publish -> browser latency, next to the synthetic path",
     )
+    parser.add_argument("--ingest-batch", type=int, default=10_000, help="ingest: points per Publish request")
     parser.add_argument("--raw-viewers", type=int, default=20, help="views: raw viewers of the 1-hour window")
     parser.add_argument("--reduced-viewers", type=int, default=1000, help="views: maxPoints viewers of it")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
@@ -152,7 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(f"machine: {info['cpus']} CPUs ({info['cpu_model']}), load average {info['load_average']}", file=out)
     results: list[dict[str, Any]] = []
-    for scenario in scenarios(args):
+    if args.scenario == "ingest":
+        (scenario,) = scenarios(args)[:1]
+        print(f"running: ingest, {scenario.title} ...", file=out, flush=True)
+        logs = Path(args.logs) if args.logs else None
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+        results = run_ingest(scenario, args.ingest_batch, logs)
+        print(render(results), file=out, flush=True)
+    for scenario in scenarios(args) if args.scenario == "fanout" else ():
         print(f"running: {scenario.title} ...", file=out, flush=True)
         logs = Path(args.logs) / f"{len(results):02d}" if args.logs else None
         if logs is not None:

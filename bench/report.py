@@ -69,7 +69,8 @@ def render(scenarios: Sequence[dict[str, Any]]) -> str:
         ratio = scenario.get("ratios")
         if ratio:
             shown = ", ".join(f"{key} {value:.3g}" for key, value in ratio.items() if value is not None)
-            lines.append(f"pulsestream / reference: {shown}")
+            mine, theirs = scenario.get("ratio_names", ("pulsestream", "reference"))
+            lines.append(f"{mine} / {theirs}: {shown}")
         for result in scenario["results"]:
             for problem in result.get("errors", [])[:5]:
                 lines.append(f"  {result['target']}: {problem}")

@@ -123,16 +123,22 @@ def _console_script(name: str) -> str:
 
 
 @contextmanager
-def _generator(scenario: Scenario, settings_path: Path, log_dir: Path) -> Iterator[tuple[Service, int]]:
+def _generator(
+    scenario: Scenario, settings_path: Path, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[Service, int]]:
     port = free_port()
-    env = _base_env() | {
-        "GENERATOR_PORT": str(port),
-        "GENERATOR_METRICS_PORT": "0",
-        "GENERATOR_FREQUENCY": f"{scenario.period_ms}ms",
-        # The reference opens one gRPC stream per browser on one channel: allow all of them.
-        "GENERATOR_MAX_CONCURRENT_STREAMS": "100000",
-        "PULSESTREAM_SETTINGS_FILE": str(settings_path),
-    }
+    env = (
+        (extra_env or {})
+        | _base_env()
+        | {
+            "GENERATOR_PORT": str(port),
+            "GENERATOR_METRICS_PORT": "0",
+            "GENERATOR_FREQUENCY": f"{scenario.period_ms}ms",
+            # The reference opens one gRPC stream per browser on one channel: allow all of them.
+            "GENERATOR_MAX_CONCURRENT_STREAMS": "100000",
+            "PULSESTREAM_SETTINGS_FILE": str(settings_path),
+        }
+    )
     with Service("generator", [_console_script("pulsestream-generator")], env, log_dir, _REPO) as service:
         service.wait_until(grpc_serving(port), 60, "serving")
         yield service, port

@@ -22,6 +22,7 @@ echoed.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -85,9 +86,18 @@ class EnvSettings(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any, info: ValidationInfo) -> Any:
-        """Environment variables are text: a list field takes comma-separated items."""
+        """Environment variables are text: a list field takes comma-separated items, or a JSON array.
+
+        JSON is how a list of objects (``GENERATOR_PUBLISHED='[{"name": "orders", "unit": "1/s"}]'``) is
+        written; a value that starts with ``[`` is read as JSON for any list field.
+        """
         field = cls.model_fields.get(info.field_name or "")
         if isinstance(value, str) and field is not None and get_origin(field.annotation) is list:
+            if value.lstrip().startswith("["):
+                try:
+                    return json.loads(value)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"not a JSON array: {error}") from None
             return split_list(value)
         return value
 

@@ -29,14 +29,24 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import grpc
 from google.protobuf import any_pb2, message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-__all__ = ["CODES", "DOMAIN", "METADATA", "Reason", "Refusal", "refusal_of", "status"]
+__all__ = [
+    "CODES",
+    "DOMAIN",
+    "METADATA",
+    "RETRY_INFO_KEY",
+    "Reason",
+    "Refusal",
+    "refusal_of",
+    "retry_after_of",
+    "status",
+]
 
 #: ``ErrorInfo.domain`` of every pulsestream refusal (the project's API group, as for the CRD).
 DOMAIN = "pulsestream.io"
@@ -72,6 +82,27 @@ class Reason(enum.StrEnum):
     SERVER_DRAINING = "SERVER_DRAINING"
     #: NOT_FOUND: a series of the stream was removed by the live settings (``series``).
     SERIES_REMOVED = "SERIES_REMOVED"
+    #: INVALID_ARGUMENT: a published point is bad: its value is not finite, its series name breaks the rules,
+    #: its timestamp is too far ahead or older than the retention (``index``, ``series``, ``field``, and
+    #: ``retained_from`` or ``now`` for a timestamp). Nothing of the batch was stored.
+    BAD_POINT = "BAD_POINT"
+    #: INVALID_ARGUMENT: a point names a synthetic series, which only the generator writes (``index``, ``series``).
+    SYNTHETIC_SERIES = "SYNTHETIC_SERIES"
+    #: INVALID_ARGUMENT: a point names a series nobody declared, and undeclared series are refused (``index``,
+    #: ``series``).
+    UNDECLARED_SERIES = "UNDECLARED_SERIES"
+    #: RESOURCE_EXHAUSTED: a batch holds more points than one request may (``max_points``): split it.
+    TOO_MANY_POINTS = "TOO_MANY_POINTS"
+    #: RESOURCE_EXHAUSTED: a point would create a series beyond the limit of published series (``index``,
+    #: ``series``, ``max_series``).
+    TOO_MANY_SERIES = "TOO_MANY_SERIES"
+    #: RESOURCE_EXHAUSTED: more batches in flight than the generator takes at once (``max_in_flight``,
+    #: ``retry_after_ms``); a ``google.rpc.RetryInfo`` says when to resend the same batch.
+    INGEST_BUSY = "INGEST_BUSY"
+    #: UNAUTHENTICATED: ingest needs ``authorization: Bearer TOKEN`` metadata and the call had none.
+    TOKEN_REQUIRED = "TOKEN_REQUIRED"
+    #: UNAUTHENTICATED: the call's bearer token is not one of the configured ingest tokens.
+    TOKEN_INVALID = "TOKEN_INVALID"
 
 
 #: The status code each reason travels with.
@@ -85,6 +116,14 @@ CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.REPLAY_FELL_BEHIND: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.SERVER_DRAINING: grpc.StatusCode.UNAVAILABLE,
     Reason.SERIES_REMOVED: grpc.StatusCode.NOT_FOUND,
+    Reason.BAD_POINT: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.SYNTHETIC_SERIES: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.UNDECLARED_SERIES: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.TOO_MANY_POINTS: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.TOO_MANY_SERIES: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.INGEST_BUSY: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.TOKEN_REQUIRED: grpc.StatusCode.UNAUTHENTICATED,
+    Reason.TOKEN_INVALID: grpc.StatusCode.UNAUTHENTICATED,
 }
 
 #: The metadata keys each reason may carry (documentation, checked by the tests and the README table).
@@ -99,7 +138,18 @@ METADATA: Mapping[Reason, tuple[str, ...]] = {
     Reason.REPLAY_FELL_BEHIND: ("last_sequence",),
     Reason.SERVER_DRAINING: ("after_sequence",),
     Reason.SERIES_REMOVED: ("series",),
+    Reason.BAD_POINT: ("index", "series", "field", "retained_from", "now"),
+    Reason.SYNTHETIC_SERIES: ("index", "series"),
+    Reason.UNDECLARED_SERIES: ("index", "series"),
+    Reason.TOO_MANY_POINTS: ("max_points",),
+    Reason.TOO_MANY_SERIES: ("index", "series", "max_series"),
+    Reason.INGEST_BUSY: ("max_in_flight", "retry_after_ms"),
+    Reason.TOKEN_REQUIRED: (),
+    Reason.TOKEN_INVALID: (),
 }
+
+#: The trailer OpenTelemetry's OTLP exporters read a ``google.rpc.RetryInfo`` from (besides the status details).
+RETRY_INFO_KEY = "google.rpc.retryinfo-bin"
 
 
 def _cut(text: str, limit: int) -> str:
@@ -117,6 +167,19 @@ def status(reason: Reason, message: str, **metadata: object) -> grpc.Status:
     message and the values are cut to :data:`MAX_MESSAGE_BYTES` and :data:`MAX_VALUE_BYTES` so the
     trailer always fits the clients' limit.
     """
+    return _status(reason, message, metadata, None)
+
+
+def status_retry_after(reason: Reason, message: str, retry_after: float, **metadata: object) -> grpc.Status:
+    """:func:`status` with a ``google.rpc.RetryInfo`` asking to retry after ``retry_after`` seconds.
+
+    The RetryInfo is a status detail (gRPC's richer error model) and, as the same message, the
+    :data:`RETRY_INFO_KEY` trailer, which is where OpenTelemetry's OTLP exporters look for it.
+    """
+    return _status(reason, message, metadata, retry_after)
+
+
+def _status(reason: Reason, message: str, metadata: Mapping[str, object], retry_after: float | None) -> grpc.Status:
     info = error_details_pb2.ErrorInfo(
         reason=reason.value,
         domain=DOMAIN,
@@ -124,9 +187,59 @@ def status(reason: Reason, message: str, **metadata: object) -> grpc.Status:
     )
     detail = any_pb2.Any()
     detail.Pack(info)
+    details = [detail]
+    retry: error_details_pb2.RetryInfo | None = None
+    if retry_after is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(max(0, round(retry_after * 1e9)))
+        packed = any_pb2.Any()
+        packed.Pack(retry)
+        details.append(packed)
     code = CODES[reason]
-    rich = status_pb2.Status(code=code.value[0], message=_cut(message, MAX_MESSAGE_BYTES), details=[detail])
-    return rpc_status.to_status(rich)
+    rich = status_pb2.Status(code=code.value[0], message=_cut(message, MAX_MESSAGE_BYTES), details=details)
+    converted = rpc_status.to_status(rich)
+    if retry is None:
+        return converted
+    return _Status(
+        converted.code,
+        converted.details,
+        (*converted.trailing_metadata, (RETRY_INFO_KEY, retry.SerializeToString())),
+    )
+
+
+class _StatusFields(NamedTuple):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: Any
+
+
+class _Status(_StatusFields, grpc.Status):  # type: ignore[misc]  # grpc.Status is untyped
+    """A ``grpc.Status`` with extra trailers (``rpc_status.to_status`` makes one with the details only)."""
+
+
+def retry_after_of(call: _FinishedCall) -> float | None:
+    """The delay (seconds) a refusal's ``google.rpc.RetryInfo`` asks for, or ``None`` when it has none.
+
+    Read from the status details first, then from the :data:`RETRY_INFO_KEY` trailer.
+    """
+    try:
+        rich = rpc_status.from_call(call)
+    except (ValueError, message.DecodeError):
+        rich = None
+    for detail in rich.details if rich is not None else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.ToNanoseconds()) / 1e9
+    for key, value in call.trailing_metadata() or ():
+        if key == RETRY_INFO_KEY and isinstance(value, bytes):
+            info = error_details_pb2.RetryInfo()
+            try:
+                info.ParseFromString(value)
+            except message.DecodeError:
+                return None
+            return float(info.retry_delay.ToNanoseconds()) / 1e9
+    return None
 
 
 class _FinishedCall(Protocol):

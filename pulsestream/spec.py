@@ -39,9 +39,11 @@ from pulsestream.specrules import Problem, RulesBroken
 __all__ = [
     "DEFAULT_SERIES",
     "INVALID_SPEC",
+    "MAX_SERIES_NAME_LENGTH",
     "RESOLUTIONS",
     "SERIES_NAME_PATTERN",
     "Problem",
+    "PublishedSeries",
     "RateLimit",
     "SeriesName",
     "SpecError",
@@ -51,11 +53,18 @@ __all__ = [
     "parse_spec",
 ]
 
-#: Series names: lowercase, start with a letter, safe in URLs and Prometheus labels.
-SERIES_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+#: Longest series name, in characters (all ASCII): OTLP names with their attributes fit, and a stream's cursor
+#: (the ``id:`` of its events, which holds every name of the stream) stays short.
+MAX_SERIES_NAME_LENGTH = 128
 
-#: One series name (the type of the items of ``series``).
-SeriesName = Annotated[str, Field(pattern=SERIES_NAME_PATTERN)]
+#: Series names: a letter, then letters, digits and ``_ . : / ; = ~ -``. Wide enough for OpenTelemetry metric
+#: names (``checkout.latency``, ``http.server/duration``) and their attributes in Graphite's tag form
+#: (``checkout.latency;region=eu``); never a ``,`` (it separates names in ``/v1/stream?series=``), a space, ``%``,
+#: ``&``, ``#`` or ``?``, so a name goes into a URL's query as it is; ASCII only, so its length is its size.
+SERIES_NAME_PATTERN = rf"^[A-Za-z][A-Za-z0-9_.:/;=~-]{{0,{MAX_SERIES_NAME_LENGTH - 1}}}$"
+
+#: One series name (the type of the items of ``series``, and of a published series' ``name``).
+SeriesName = Annotated[str, Field(pattern=SERIES_NAME_PATTERN, max_length=MAX_SERIES_NAME_LENGTH)]
 
 DEFAULT_SERIES = ("cpu", "memory", "requests", "latency")
 
@@ -95,6 +104,44 @@ def _unique(names: list[str]) -> list[str]:
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, alias_generator=None)
+
+
+def _ordered_range(bounds: list[float] | None) -> list[float] | None:
+    if bounds is not None and not bounds[0] < bounds[1]:
+        raise ValueError(f"expectedRange must be [low, high] with low < high, got {bounds}")
+    return bounds
+
+
+class PublishedSeries(_Model):
+    """A series producers write (Publish, OTLP metrics), declared with its metadata before its first point."""
+
+    # A declared series is listed by ListSeries and /v1/series (and offered by the dashboard) as soon as the
+    # declaration is read, with no points until a producer writes one. Producers may also write to a name
+    # nobody declared: that series is created by its first point, with no unit or range (OTLP brings the
+    # metric's unit and description), unless the generator refuses undeclared series
+    # (GENERATOR_INGEST_UNDECLARED=refuse).
+
+    name: SeriesName = Field(description="Series name, as producers write it and /v1/stream?series= asks for it.")
+    unit: str = Field(default="", max_length=32, description="Unit of the values, for axis labels (e.g. orders/s).")
+    description: str = Field(default="", max_length=256, description="What the series measures, for people.")
+    expected_range: Annotated[list[float] | None, AfterValidator(_ordered_range)] = Field(
+        default=None,
+        alias="expectedRange",
+        min_length=2,
+        max_length=2,
+        description="[low, high] the values are expected to stay within, for the chart's y axis; unset lets "
+        "the data decide.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self[0] < self[1]", "message": "expectedRange must be [low, high] with low < high"}
+            ]
+        },
+    )
+
+
+def _unique_names(declared: list[PublishedSeries]) -> list[PublishedSeries]:
+    _unique([entry.name for entry in declared])
+    return declared
 
 
 class RateLimit(_Model):
@@ -157,6 +204,13 @@ class StreamSpec(_Model):
         max_length=64,
         description="Series the generator produces.",
     )
+    published: Annotated[list[PublishedSeries], AfterValidator(_unique_names)] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Published series declared ahead of their first point, with unit, description and expected "
+        "range (producers may also create series by writing to a new name).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     rate_limit: RateLimit = Field(
         default_factory=RateLimit,
         alias="rateLimit",
@@ -178,8 +232,14 @@ class StreamSpec(_Model):
         return self
 
     def to_document(self) -> dict[str, Any]:
-        """The spec as it appears in a settings file or a ``StreamConfig`` (camelCase)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The spec as it appears in a settings file or a ``StreamConfig`` (camelCase).
+
+        An empty ``published`` list is left out, so a spec that declares none reads (and hashes) as it did
+        before published series existed.
+        """
+        return self.model_dump(
+            mode="json", by_alias=True, exclude_none=True, exclude=None if self.published else {"published"}
+        )
 
     def version(self) -> str:
         """A short, stable hash of the settings; ``/health`` reports it as the config version."""

@@ -131,7 +131,22 @@ RULES: tuple[Rule, ...] = (
         cel=f"{{retention}}.getMilliseconds() <= {MAX_HISTORY_POINTS} * {{frequency}}.getMilliseconds()",
         summary=f"retention / frequency must be at most {MAX_HISTORY_POINTS:,} points per series",
     ),
+    Rule(
+        reason="SeriesDeclaredTwice",
+        holds=lambda spec: not _declared_twice(spec),
+        explain=lambda spec: (
+            f"{', '.join(_declared_twice(spec))} in both published and series: a series is either synthetic "
+            "(computed by the generator, in series) or published (written by producers), not both"
+        ),
+        cel="{published}.all(p, !(p.name in {series}))",
+        summary="a name is either in series (synthetic) or in published, not both",
+    ),
 )
+
+
+def _declared_twice(spec: StreamSpec) -> list[str]:
+    synthetic = set(spec.series)
+    return [entry.name for entry in spec.published if entry.name in synthetic]
 
 
 def broken(spec: StreamSpec, rules: Sequence[Rule] = RULES) -> list[Problem]:

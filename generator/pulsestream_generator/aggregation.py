@@ -19,6 +19,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pulsestream.resolutions import RESOLUTIONS
+
+#: Bucket widths in ms (without "raw"), finest first; a width's index in this tuple names it in bit masks.
+WIDTHS = tuple(round(seconds * 1000) for seconds in RESOLUTIONS.values() if seconds)
+#: History kept beyond the retention: one widest bucket, so a replay from the oldest retained
+#: time still starts with a complete bucket.
+MARGIN_MS = max(WIDTHS)
+
 
 @dataclass(frozen=True, slots=True)
 class Bucket:

@@ -108,6 +108,20 @@ class History:
         for name, column in self._values.items():
             column.append(values[name])
 
+    def extend(self, ticks: Sequence[int], values: Mapping[str, Sequence[float]]) -> None:
+        """Add several ticks at once (strictly increasing, the first later than the newest), a value each per series.
+
+        The caller guarantees the order within ``ticks`` (a published batch is sorted and deduplicated first);
+        only the seam with what is held is checked here.
+        """
+        if not ticks:
+            return
+        if len(self) and ticks[0] <= self._ticks[-1]:
+            raise ValueError(f"tick {ticks[0]} is not after the newest {self._ticks[-1]}")
+        self._ticks.extend(ticks)
+        for name, column in self._values.items():
+            column.extend(values[name])
+
     def trim(self, keep_from: int) -> None:
         """Drop ticks older than ``keep_from`` (always keeping the newest one)."""
         end = len(self._ticks)

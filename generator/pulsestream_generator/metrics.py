@@ -66,12 +66,37 @@ class GeneratorMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
             registry=r,
         )
+        self.published_series = Gauge(
+            f"{PREFIX}_published_series",
+            "Published series held (declared, or created by their first point)",
+            registry=r,
+        )
+        self.ingest_points = Counter(
+            f"{PREFIX}_ingest_points",
+            "Published points received, by outcome: accepted (stored), duplicate (already stored), out_of_order "
+            "(older than the newest of their series), late (stored, but left out of an already closed bucket), "
+            "refused (in a batch refused as a whole, or dropped from an OTLP export)",
+            ["outcome"],
+            registry=r,
+        )
+        self.ingest_requests = Counter(
+            f"{PREFIX}_ingest_requests",
+            "Publish and Export calls answered, by RPC and status code",
+            ["rpc", "code"],
+            registry=r,
+        )
+        self.ingest_in_flight = Gauge(
+            f"{PREFIX}_ingest_in_flight", "Publish and Export batches queued or being stored", registry=r
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     def track_buffer_fill(self, fill: Callable[[], float]) -> None:
         """Compute the buffer fill on scrape rather than on every tick."""
         self.buffer_fill.set_function(fill)
+
+    def track_published_series(self, count: Callable[[], int]) -> None:
+        self.published_series.set_function(count)
 
     def peer_opened(self, peer: str) -> None:
         """A Subscribe stream of ``peer`` (one gRPC connection) started."""

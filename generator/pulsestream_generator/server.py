@@ -1,22 +1,24 @@
 """The generator app: gRPC server, producer, settings watcher and metrics, with one lifecycle.
 
 Start-up: backfill the history ring, bind the port, start the server, the
-producer and the settings watcher, open /metrics, then report SERVING for
-``""`` and ``pulsestream.v1.TimeSeriesService``.
+producer, the published-bucket closer, the ingest intake and the settings
+watcher, open /metrics, then report SERVING for ``""``,
+``pulsestream.v1.TimeSeriesService`` and ``pulsestream.v1.IngestService``.
 
 Shutdown (SIGTERM/SIGINT, or leaving ``async with``), each step logged:
 
 1. health goes NOT_SERVING (``enter_graceful_shutdown``), so probes and
    balancers stop sending new calls here;
-2. new streams are refused with UNAVAILABLE;
+2. new streams and ingest batches are refused with UNAVAILABLE (batches
+   still queued are answered UNAVAILABLE unstored, so producers resend them);
 3. streams in flight are ended with UNAVAILABLE "server draining, reconnect"
    (the message carries the ``after_sequence`` to resume with), and shutdown
    waits until they are gone, at most ``GENERATOR_GRACE_PERIOD``;
 4. ``server.stop(grace)`` with what is left of the grace period (at most
    1 s: only unary calls and health watches remain), which cancels
    whatever is still running;
-5. the producer and the settings watcher are cancelled and awaited, and
-   the metrics endpoint is closed.
+5. the producer, the bucket closer, the intake and the settings watcher are
+   cancelled and awaited, and the metrics endpoint is closed.
 """
 
 from __future__ import annotations
@@ -32,12 +34,22 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 
 from pulsestream.settingsfile import SettingsFile
-from pulsestream.v1 import random_pb2, random_pb2_grpc, timeseries_pb2_grpc
+from pulsestream.v1 import ingest_pb2_grpc, random_pb2, random_pb2_grpc, timeseries_pb2_grpc
+from pulsestream_generator import auth
 from pulsestream_generator.clock import now_ms
 from pulsestream_generator.gate import Gate
 from pulsestream_generator.hub import Hub
+from pulsestream_generator.ingestion import (
+    INGEST_SERVICE_NAME,
+    OTLP_METRICS_SERVICE_NAME,
+    Ingest,
+    IngestServicer,
+    MetricsServicer,
+)
+from pulsestream_generator.journal import Journal
 from pulsestream_generator.metrics import GeneratorMetrics
 from pulsestream_generator.randomness import RandomServicer
 from pulsestream_generator.settings import GeneratorSettings
@@ -64,6 +76,8 @@ def server_options(settings: GeneratorSettings) -> list[tuple[str, Any]]:
         ("grpc.http2.min_ping_interval_without_data_ms", settings.keepalive_min_client_interval.millis),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        # Only ingest requests are large (a Publish batch, an OTLP export); gRPC refuses a larger one itself.
+        ("grpc.max_receive_message_length", settings.ingest_max_message_size),
     ]
     if settings.max_connection_age.millis:
         options += [
@@ -79,12 +93,19 @@ def build_server(settings: GeneratorSettings, interceptors: tuple[Any, ...] = ()
 
 
 def server_credentials(settings: GeneratorSettings) -> grpc.ServerCredentials | None:
-    """TLS credentials when a certificate and key are configured, else ``None`` (plaintext)."""
+    """TLS credentials when a certificate and key are configured, else ``None`` (plaintext).
+
+    With ``GENERATOR_TLS_CLIENT_CA_FILE`` every connection must present a client certificate that CA
+    signed (mutual TLS), whatever the RPC: the TLS handshake fails before any call otherwise.
+    """
     if not settings.tls_cert_file:
         return None
     key = Path(settings.tls_key_file).read_bytes()
     chain = Path(settings.tls_cert_file).read_bytes()
-    return grpc.ssl_server_credentials([(key, chain)])
+    if not settings.tls_client_ca_file:
+        return grpc.ssl_server_credentials([(key, chain)])
+    client_ca = Path(settings.tls_client_ca_file).read_bytes()
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=True)
 
 
 class GeneratorApp:
@@ -99,7 +120,14 @@ class GeneratorApp:
         )
         self.metrics = GeneratorMetrics()
         self.source = Source(settings.seed)
-        self.hub = Hub(self.source, self.settings_file.current, self.metrics)
+        self.hub = Hub(
+            self.source,
+            self.settings_file.current,
+            self.metrics,
+            close_delay_ms=settings.ingest_close_delay.millis,
+            journal=Journal(Path(settings.ingest_journal_dir)) if settings.ingest_journal_dir else None,
+        )
+        self.ingest = Ingest(self.hub, settings, self.metrics)
         self.gate = Gate()
         self.health = health_aio.HealthServicer()
         self.server = build_server(settings)
@@ -109,9 +137,23 @@ class GeneratorApp:
         random_pb2_grpc.add_RandomServiceServicer_to_server(  # type: ignore[no-untyped-call]
             RandomServicer(self.gate, self.metrics), self.server
         )
+        ingest_pb2_grpc.add_IngestServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            IngestServicer(self.ingest), self.server
+        )
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            MetricsServicer(self.ingest), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, RANDOM_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            (
+                SERVICE_NAME,
+                INGEST_SERVICE_NAME,
+                OTLP_METRICS_SERVICE_NAME,
+                RANDOM_SERVICE_NAME,
+                HEALTH_SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
         )
         self.port = 0
         self.metrics_port = 0
@@ -124,6 +166,8 @@ class GeneratorApp:
 
     async def start(self) -> None:
         """Backfill, bind, serve, start the background tasks, then report SERVING."""
+        auth.install_redactor(self.settings.ingest_tokens)
+        self.hub.recover(now_ms())
         self.hub.backfill(now_ms())
         bind = f"{self.settings.host}:{self.settings.port}"
         credentials = server_credentials(self.settings)
@@ -136,11 +180,14 @@ class GeneratorApp:
         await self.server.start()
         self._tasks = [
             asyncio.create_task(self.hub.run(), name="generator-producer"),
+            asyncio.create_task(self.hub.maintain(), name="generator-published-buckets"),
+            asyncio.create_task(self.ingest.intake.run(), name="generator-ingest"),
             asyncio.create_task(self._apply_settings(), name="generator-settings"),
         ]
         self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(INGEST_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         spec = self.hub.spec
         logger.info(
             "generator serving",
@@ -150,6 +197,9 @@ class GeneratorApp:
                 "frequency": str(spec.frequency),
                 "retention": str(spec.retention),
                 "series": ",".join(spec.series),
+                "published": len(self.hub.published),
+                "ingest_auth": "open" if self.ingest.tokens.open else "tokens",
+                "client_certificates": bool(self.settings.tls_client_ca_file),
                 "seed": self.settings.seed,
                 "settings_version": self.settings_file.version,
             },
@@ -165,6 +215,7 @@ class GeneratorApp:
         logger.info("draining: health NOT_SERVING")
         await self.health.enter_graceful_shutdown()
         self.gate.close()
+        self.ingest.close()
         self.hub.drain()
         logger.info("draining: refusing new streams, ending %d in flight", self.gate.active)
         if await self.gate.wait_idle(grace):
@@ -189,6 +240,7 @@ class GeneratorApp:
         for task, result in zip(self._tasks, results, strict=True):
             if isinstance(result, Exception):
                 logger.error("%s failed", task.get_name(), exc_info=result)
+        self.hub.close()
         self.metrics.close()
         logger.info("generator stopped")
 

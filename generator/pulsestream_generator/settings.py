@@ -1,7 +1,7 @@
 """The generator's process settings: one frozen object built once from ``GENERATOR_*`` variables.
 
 The live-tunable fields (``frequency``, ``retention``, ``buffer_size``,
-``series``) are only the *defaults*: they form the ``base`` spec of the live
+``series``, ``published``) are only the *defaults*: they form the ``base`` spec of the live
 settings file (``PULSESTREAM_SETTINGS_FILE``), whose keys override them while
 the process runs (:meth:`GeneratorSettings.base_spec`). They are derived from
 the spec's fields (:func:`pulsestream.liveenv.live`), bounds and rules included.
@@ -9,13 +9,24 @@ the spec's fields (:func:`pulsestream.liveenv.live`), bounds and rules included.
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+import re
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from pulsestream.durations import Duration, within
 from pulsestream.liveenv import LiveEnvSettings, live
-from pulsestream.spec import SeriesName
+from pulsestream.spec import PublishedSeries, SeriesName
+
+#: Ingest tokens are bearer tokens (RFC 6750's b64token): what fits in ``authorization: Bearer TOKEN``.
+TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+
+
+def _tokens(tokens: list[str]) -> list[str]:
+    for token in tokens:
+        if not TOKEN_PATTERN.match(token):
+            raise ValueError("an ingest token may hold only letters, digits and -._~+/ (then = padding)")
+    return tokens
 
 
 class GeneratorSettings(LiveEnvSettings):
@@ -95,13 +106,86 @@ class GeneratorSettings(LiveEnvSettings):
         description="PEM private key for server TLS; set together with GENERATOR_TLS_CERT_FILE.",
         json_schema_extra={"secret": True},
     )
+    tls_client_ca_file: str = Field(
+        default="",
+        description="PEM CA bundle; when set, every RPC needs a client certificate it signed (mutual TLS), "
+        "Subscribe included. Needs GENERATOR_TLS_CERT_FILE and GENERATOR_TLS_KEY_FILE.",
+    )
+    ingest_tokens: Annotated[list[str], AfterValidator(_tokens)] = Field(
+        default_factory=list,
+        description="Comma-separated bearer tokens for Publish and OTLP Export (gRPC metadata authorization: "
+        "Bearer TOKEN, compared in constant time, never logged); empty = ingest is open. Subscribe and "
+        "ListSeries stay open: keep the port in-cluster, or require client certificates.",
+        json_schema_extra={"secret": True},
+    )
+    ingest_max_series: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Most published series (declared or created) held at once; a point that would create one "
+        "more gets RESOURCE_EXHAUSTED (TOO_MANY_SERIES). Series unwritten for the retention are forgotten.",
+    )
+    ingest_max_points_per_request: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Most points in one Publish request; more gets RESOURCE_EXHAUSTED (TOO_MANY_POINTS).",
+    )
+    ingest_max_in_flight: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description="Publish and Export batches queued or being stored at once; one more gets RESOURCE_EXHAUSTED "
+        "(INGEST_BUSY) with a RetryInfo delay, so a producer faster than the generator is slowed, not buffered.",
+    )
+    ingest_max_message_size: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=256 * 1024 * 1024,
+        description="Largest gRPC request accepted, in bytes (gRPC's and the OpenTelemetry Collector's 4 MiB "
+        "default; a Publish of 10,000 points is about 300 KB); a larger one gets RESOURCE_EXHAUSTED from gRPC itself.",
+    )
+    ingest_undeclared: Literal["create", "refuse"] = Field(
+        default="create",
+        description="What a point of a series nobody declared (settings: published) does: create the series "
+        "(as OTLP producers expect), or be refused with INVALID_ARGUMENT (UNDECLARED_SERIES).",
+    )
+    ingest_close_delay: Annotated[Duration, within("0s", "1m")] = Field(
+        default=Duration("2s"),
+        description="A published series' bucket closes at its first point at or after the bucket's end, or this "
+        "long after the end by the clock (a series gone quiet); above the producers' flush interval, so "
+        "their points are not late.",
+    )
+    ingest_otlp_max_series_per_metric: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Most series one OTLP metric may create through its attributes; points of further "
+        "attribute sets are dropped and reported in the export's partial_success.",
+    )
+    ingest_otlp_resource_attributes: list[str] = Field(
+        default_factory=list,
+        description="Comma-separated OTLP resource attributes (e.g. service.name) added to the series name "
+        "like data point attributes, so the same metric from two services stays two series.",
+    )
+    ingest_journal_dir: str = Field(
+        default="",
+        description="Directory of a write-ahead journal of published points: each batch is written there before "
+        "it is acknowledged and replayed at start, so a crashed generator (kill -9, OOM, container restart) "
+        "gets back every point it acknowledged; empty = published history in memory only.",
+    )
     frequency: Duration = live("frequency")
     retention: Duration = live("retention")
     buffer_size: int = live(
         "bufferSize",
         "Per-subscriber buffer, in messages (one per tick); a subscriber further behind gets RESOURCE_EXHAUSTED.",
     )
-    series: list[SeriesName] = live("series", "Series produced, comma-separated.")
+    series: list[SeriesName] = live("series", "Synthetic series produced, comma-separated.")
+    published: list[PublishedSeries] = live(
+        "published",
+        "Published series declared ahead of their first point, a JSON array such as "
+        '[{"name": "orders", "unit": "orders/min", "description": "...", "expectedRange": [0, 500]}].',
+    )
     settings_poll_interval: Annotated[Duration, within("10ms", "1m")] = Field(
         default=Duration("1s"),
         description="How often the live settings file is re-read (by content hash, so ConfigMap symlink swaps "
@@ -112,4 +196,6 @@ class GeneratorSettings(LiveEnvSettings):
     def _check(self) -> Self:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("GENERATOR_TLS_CERT_FILE and GENERATOR_TLS_KEY_FILE must be set together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("GENERATOR_TLS_CLIENT_CA_FILE needs GENERATOR_TLS_CERT_FILE and GENERATOR_TLS_KEY_FILE")
         return self

@@ -32,7 +32,8 @@ from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 from pulsestream_generator import tracing
 from pulsestream_generator.clock import now_ms
 from pulsestream_generator.gate import Gate, GateClosed
-from pulsestream_generator.hub import EndReason, Hub, StreamEnded
+from pulsestream_generator.hub import Hub
+from pulsestream_generator.live import EndReason, StreamEnded
 from pulsestream_generator.metrics import GeneratorMetrics
 from pulsestream_generator.query import InvalidArgument, Query, parse
 from pulsestream_generator.source import describe
@@ -74,6 +75,20 @@ class TimeSeriesServicer(timeseries_pb2_grpc.TimeSeriesServiceServicer):
                     expected_min=info.expected_min,
                     expected_max=info.expected_max,
                     shape=info.shape,
+                    origin="synthetic",
+                )
+            )
+        published = self.hub.published
+        for name in published.names():
+            meta = published.meta(name)
+            entries.append(
+                timeseries_pb2.SeriesInfo(
+                    name=name,
+                    unit=meta.unit,
+                    description=meta.description or "Published series.",
+                    expected_min=meta.expected_min,
+                    expected_max=meta.expected_max,
+                    origin="published",
                 )
             )
         return timeseries_pb2.ListSeriesResponse(
@@ -147,6 +162,7 @@ class TimeSeriesServicer(timeseries_pb2_grpc.TimeSeriesServiceServicer):
                 history=self.hub.history,
                 retention_ms=self.hub.retention_ms,
                 now=now_ms(),
+                published=self.hub.published,
             )
         except InvalidArgument as error:
             with tracing.current(span):

@@ -101,7 +101,7 @@ PRINTER_COLUMNS = [
 def spec_schema() -> dict[str, Any]:
     """The ``spec`` schema: the settings model as a structural schema, with every default filled in."""
     schema = structural(StreamSpec.model_json_schema(by_alias=True, mode="validation"), frozenset({"series"}))
-    defaults = StreamSpec().to_document()
+    defaults = StreamSpec().model_dump(mode="json", by_alias=True, exclude_none=True)  # every field, empty lists too
     for name, prop in schema["properties"].items():
         if "default" not in prop and name in defaults:
             prop["default"] = defaults[name]

@@ -6,7 +6,8 @@ module expands each reference for the API server, from the generated
 structural schema:
 
 - a duration field (a string with the duration pattern) becomes
-  ``duration(self.x)``, a number stays a ``double``, an integer an ``int``;
+  ``duration(self.x)``, a number stays a ``double``, an integer an ``int``,
+  a list a list (its default a list literal: of strings, or empty);
 - an absent field takes the model's default: ``has(self.x) ? ... : default``.
   The API server fills defaults in before it validates, so on a write the
   fallback is never taken; it makes the rule mean exactly what the model
@@ -71,4 +72,6 @@ def _literal(value: Any, node: dict[str, Any], path: str) -> str:
         return repr(float(value))  # a double literal: CEL does not mix int and double in one conditional
     if node.get("type") == "integer":
         return str(int(value))
+    if node.get("type") == "array" and all(isinstance(item, str) for item in value):
+        return "[" + ", ".join("'" + item.replace("\\", "\\\\").replace("'", "\\'") + "'" for item in value) + "]"
     raise ValueError(f"{path}: no CEL literal for a {node.get('type')} field")

@@ -19,7 +19,8 @@ Pydantic writes JSON Schema 2020-12; the API server wants an OpenAPI v3.0
   parses every value the pattern admits. Strings get a ``maxLength`` so the
   API server can bound the rule's cost;
 - an object with defaults inside it defaults to ``{}`` so the API server
-  fills those nested defaults in when the whole object is left out;
+  fills those nested defaults in when the whole object is left out (not
+  list items, which are never absent);
 - an array of unique scalars is ``x-kubernetes-list-type: set``: the API
   server rejects duplicates, as the model does.
 """
@@ -98,7 +99,9 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], path: str) -> dict[str,
                 "message": f"must be between {low} and {high}",
             }
         ]
-    if out["type"] == "object" and "default" not in out and _has_defaults(out):
+    # Not for list items: an item is never absent, and {} would be an invalid default for an item with a
+    # required key (the API server refuses a CRD whose defaults do not validate).
+    if out["type"] == "object" and "default" not in out and not path.endswith("[]") and _has_defaults(out):
         out["default"] = {}
     return out
 

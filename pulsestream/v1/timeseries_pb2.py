@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpulsestream/v1/timeseries.proto\x12\x0epulsestream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11ListSeriesRequest\"\xb1\x01\n\x12ListSeriesResponse\x12*\n\x06series\x18\x01 \x03(\x0b\x32\x1a.pulsestream.v1.SeriesInfo\x12,\n\tfrequency\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tretention\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bresolutions\x18\x04 \x03(\t\"x\n\nSeriesInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x14\n\x0c\x65xpected_min\x18\x04 \x01(\x01\x12\x14\n\x0c\x65xpected_max\x18\x05 \x01(\x01\x12\r\n\x05shape\x18\x06 \x01(\t\"\x8b\x01\n\x10SubscribeRequest\x12\x0e\n\x06series\x18\x01 \x03(\t\x12\x12\n\nresolution\x18\x02 \x01(\t\x12\x30\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x18\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x04H\x00\x42\x07\n\x05start\":\n\x11SubscribeResponse\x12%\n\x06points\x18\x01 \x03(\x0b\x32\x15.pulsestream.v1.Point\"\xd6\x01\n\x05Point\x12\x0e\n\x06series\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x19\n\x11previous_sequence\x18\x05 \x01(\x04\x12\x0b\n\x03min\x18\x06 \x01(\x01\x12\x0b\n\x03max\x18\x07 \x01(\x01\x12\x0c\n\x04mean\x18\x08 \x01(\x01\x12\r\n\x05\x63ount\x18\t \x01(\x04\x12\r\n\x05\x66irst\x18\n \x01(\x01\x12\x0c\n\x04last\x18\x0b \x01(\x01\x32\xbc\x01\n\x11TimeSeriesService\x12S\n\nListSeries\x12!.pulsestream.v1.ListSeriesRequest\x1a\".pulsestream.v1.ListSeriesResponse\x12R\n\tSubscribe\x12 .pulsestream.v1.SubscribeRequest\x1a!.pulsestream.v1.SubscribeResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpulsestream/v1/timeseries.proto\x12\x0epulsestream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11ListSeriesRequest\"\xb1\x01\n\x12ListSeriesResponse\x12*\n\x06series\x18\x01 \x03(\x0b\x32\x1a.pulsestream.v1.SeriesInfo\x12,\n\tfrequency\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tretention\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bresolutions\x18\x04 \x03(\t\"\x88\x01\n\nSeriesInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x14\n\x0c\x65xpected_min\x18\x04 \x01(\x01\x12\x14\n\x0c\x65xpected_max\x18\x05 \x01(\x01\x12\r\n\x05shape\x18\x06 \x01(\t\x12\x0e\n\x06origin\x18\x07 \x01(\t\"\x8b\x01\n\x10SubscribeRequest\x12\x0e\n\x06series\x18\x01 \x03(\t\x12\x12\n\nresolution\x18\x02 \x01(\t\x12\x30\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x18\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x04H\x00\x42\x07\n\x05start\":\n\x11SubscribeResponse\x12%\n\x06points\x18\x01 \x03(\x0b\x32\x15.pulsestream.v1.Point\"\xd6\x01\n\x05Point\x12\x0e\n\x06series\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x19\n\x11previous_sequence\x18\x05 \x01(\x04\x12\x0b\n\x03min\x18\x06 \x01(\x01\x12\x0b\n\x03max\x18\x07 \x01(\x01\x12\x0c\n\x04mean\x18\x08 \x01(\x01\x12\r\n\x05\x63ount\x18\t \x01(\x04\x12\r\n\x05\x66irst\x18\n \x01(\x01\x12\x0c\n\x04last\x18\x0b \x01(\x01\x32\xbc\x01\n\x11TimeSeriesService\x12S\n\nListSeries\x12!.pulsestream.v1.ListSeriesRequest\x1a\".pulsestream.v1.ListSeriesResponse\x12R\n\tSubscribe\x12 .pulsestream.v1.SubscribeRequest\x1a!.pulsestream.v1.SubscribeResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,14 +37,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSERIESREQUEST']._serialized_end=135
   _globals['_LISTSERIESRESPONSE']._serialized_start=138
   _globals['_LISTSERIESRESPONSE']._serialized_end=315
-  _globals['_SERIESINFO']._serialized_start=317
-  _globals['_SERIESINFO']._serialized_end=437
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=440
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=579
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=581
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=639
-  _globals['_POINT']._serialized_start=642
-  _globals['_POINT']._serialized_end=856
-  _globals['_TIMESERIESSERVICE']._serialized_start=859
-  _globals['_TIMESERIESSERVICE']._serialized_end=1047
+  _globals['_SERIESINFO']._serialized_start=318
+  _globals['_SERIESINFO']._serialized_end=454
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=457
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=596
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=598
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=656
+  _globals['_POINT']._serialized_start=659
+  _globals['_POINT']._serialized_end=873
+  _globals['_TIMESERIESSERVICE']._serialized_start=876
+  _globals['_TIMESERIESSERVICE']._serialized_end=1064
 # @@protoc_insertion_point(module_scope)

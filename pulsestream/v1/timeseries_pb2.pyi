@@ -27,20 +27,22 @@ class ListSeriesResponse(_message.Message):
     def __init__(self, series: _Optional[_Iterable[_Union[SeriesInfo, _Mapping]]] = ..., frequency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retention: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., resolutions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SeriesInfo(_message.Message):
-    __slots__ = ("name", "unit", "description", "expected_min", "expected_max", "shape")
+    __slots__ = ("name", "unit", "description", "expected_min", "expected_max", "shape", "origin")
     NAME_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_MIN_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_MAX_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     name: str
     unit: str
     description: str
     expected_min: float
     expected_max: float
     shape: str
-    def __init__(self, name: _Optional[str] = ..., unit: _Optional[str] = ..., description: _Optional[str] = ..., expected_min: _Optional[float] = ..., expected_max: _Optional[float] = ..., shape: _Optional[str] = ...) -> None: ...
+    origin: str
+    def __init__(self, name: _Optional[str] = ..., unit: _Optional[str] = ..., description: _Optional[str] = ..., expected_min: _Optional[float] = ..., expected_max: _Optional[float] = ..., shape: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("series", "resolution", "start_time", "after_sequence")

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class TimeSeriesServiceStub:
-    """TimeSeriesService serves deterministic, seeded time-series: a catalogue
+    """TimeSeriesService serves time-series: deterministic, seeded synthetic ones
+    and the ones producers publish (IngestService, OTLP metrics): a catalogue
     (ListSeries) and a live, resumable stream of points (Subscribe).
     """
 
@@ -49,12 +50,15 @@ class TimeSeriesServiceStub:
 
 
 class TimeSeriesServiceServicer:
-    """TimeSeriesService serves deterministic, seeded time-series: a catalogue
+    """TimeSeriesService serves time-series: deterministic, seeded synthetic ones
+    and the ones producers publish (IngestService, OTLP metrics): a catalogue
     (ListSeries) and a live, resumable stream of points (Subscribe).
     """
 
     def ListSeries(self, request, context):
-        """Lists the series this generator produces, with units and expected ranges.
+        """Lists the series this generator serves, with units and expected ranges:
+        the synthetic ones, then the published ones (declared in the settings,
+        or created by their first point), each with its `origin`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -64,7 +68,11 @@ class TimeSeriesServiceServicer:
         """Streams points of one or more series at one resolution: first the history
         from the requested start, then live points as they are produced. Within a
         series, points arrive in strictly increasing `sequence` order with no gap
-        and no duplicate. Errors: INVALID_ARGUMENT for an unknown series, an
+        and no duplicate. Synthetic series tick together; each published series
+        has its own timeline, so in a stream that names both, series advance
+        independently (a cursor in a refusal is then the smallest position of
+        the stream's series: resubscribing with it leaves no gap, and points a
+        series already delivered come again with the same sequence). Errors: INVALID_ARGUMENT for an unknown series, an
         unknown resolution or a start outside the retention window;
         RESOURCE_EXHAUSTED when the subscriber falls further behind than its
         buffer (resubscribe with `after_sequence`); UNAVAILABLE while draining;
@@ -84,7 +92,8 @@ class TimeSeriesServiceServicer:
         SERVER_DRAINING       UNAVAILABLE         after_sequence (when the stream had started)
         SERIES_REMOVED        NOT_FOUND           series
         `after_sequence` is the cursor to resubscribe with, without a gap. The
-        Python constants are in pulsestream/refusals.py.
+        Python constants are in pulsestream/refusals.py; IngestService's reasons
+        are listed in ingest.proto.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,7 +121,8 @@ def add_TimeSeriesServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TimeSeriesService:
-    """TimeSeriesService serves deterministic, seeded time-series: a catalogue
+    """TimeSeriesService serves time-series: deterministic, seeded synthetic ones
+    and the ones producers publish (IngestService, OTLP metrics): a catalogue
     (ListSeries) and a live, resumable stream of points (Subscribe).
     """
 

@@ -112,7 +112,8 @@ def test_the_live_settings_file_is_bind_mounted_as_a_directory_and_valid() -> No
     for name in ("generator", "streamer"):
         service = services[name]
         settings_file = service["environment"]["PULSESTREAM_SETTINGS_FILE"]
-        (volume,) = service["volumes"]
+        # The settings directory (the generator also mounts its ingest journal's volume).
+        (volume,) = [volume for volume in service["volumes"] if volume.startswith("./")]
         source, target, mode = volume.split(":")
         # The directory, not the file: editors save by rename, which a single-file bind mount never sees.
         assert settings_file.startswith(target + "/") and mode == "ro"

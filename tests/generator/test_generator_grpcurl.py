@@ -48,6 +48,8 @@ async def test_grpcurl_lists_and_describes_the_services_through_reflection(gener
     assert set(listed.stdout.split()) == {
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
+        "opentelemetry.proto.collector.metrics.v1.MetricsService",
+        "pulsestream.v1.IngestService",
         "pulsestream.v1.RandomService",
         "pulsestream.v1.TimeSeriesService",
     }

@@ -300,6 +300,12 @@ AGREEMENT: dict[str, dict[str, Any]] = {
     "history of exactly one million points": {"frequency": "10ms", "retention": "2h46m40s"},
     "history one millisecond over a million points": {"frequency": "10ms", "retention": "10000001ms"},
     "history at 100ms for 24h": {"frequency": "100ms", "retention": "24h"},
+    "a published series named like a default synthetic one": {"published": [{"name": "cpu"}]},
+    "a published series named like a listed synthetic one": {"series": ["orders"], "published": [{"name": "orders"}]},
+    "published series apart from the synthetic ones": {
+        "series": ["cpu"],
+        "published": [{"name": "memory", "unit": "MiB", "expectedRange": [0, 2048]}, {"name": "checkout.latency"}],
+    },
     "two rules at once": {
         "rateLimit": {"requestsPerSecond": 20, "burst": 1},
         "flushInterval": "10s",

@@ -8,6 +8,7 @@ without one fails the test rather than going untested.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from pulsestream_generator.settings import GeneratorSettings
 from pulsestream_operator.settings import OperatorSettings
 from pulsestream_streamer.settings import StreamerSettings
+from pydantic import BaseModel
 
 from pulsestream.durations import format_seconds, parse_seconds
 from pulsestream.envsettings import EnvSettings, SettingsError, split_list
@@ -44,6 +46,15 @@ EXAMPLES: dict[str, Example] = {
     "STREAMER_SERIES": Example("alpha,beta_2", ("Bad Name", "cpu,cpu")),
     "GENERATOR_TLS_CERT_FILE": Example("/tls/tls.crt", alongside={"GENERATOR_TLS_KEY_FILE": "/tls/tls.key"}),
     "GENERATOR_TLS_KEY_FILE": Example("/tls/tls.key", alongside={"GENERATOR_TLS_CERT_FILE": "/tls/tls.crt"}),
+    "GENERATOR_TLS_CLIENT_CA_FILE": Example(
+        "/tls/ca.crt", alongside={"GENERATOR_TLS_CERT_FILE": "/tls/tls.crt", "GENERATOR_TLS_KEY_FILE": "/tls/tls.key"}
+    ),
+    "GENERATOR_INGEST_TOKENS": Example("t1-abc,t2_def=", ("has space,t2",)),
+    "GENERATOR_INGEST_OTLP_RESOURCE_ATTRIBUTES": Example("service.name,host.name"),
+    "GENERATOR_PUBLISHED": Example(
+        '[{"name": "orders", "unit": "1/s", "expectedRange": [0.0, 50.0]}]',
+        ('[{"name": "a b"}]', "[not json", '[{"name": "x", "expectedRange": [5, 1]}]'),
+    ),
     "STREAMER_GENERATOR_ADDRESS": Example("10.0.0.1:50051,gen-1:50051", ("no-port", "host:http")),
     "STREAMER_API_KEYS": Example("k1-abc,k2_def=", ("has space,k2",)),
     "STREAMER_CORS_ALLOWED_ORIGINS": Example("https://a.example,http://localhost:3000", ("a.example",)),
@@ -72,6 +83,8 @@ def _text(value: Any) -> str:
     """A settings value as it is written in the environment."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], BaseModel):  # a list of objects: JSON
+        return json.dumps([item.model_dump(mode="json", by_alias=True, exclude_defaults=True) for item in value])
     if isinstance(value, (list, tuple)):
         return ",".join(str(item) for item in value)
     return str(value)

@@ -82,13 +82,14 @@ def test_the_domain_is_the_projects_api_group() -> None:
 
 def test_the_readme_and_the_proto_document_every_reason_with_its_code_and_metadata() -> None:
     readme = (ROOT / "README.md").read_text()
-    proto = (ROOT / "proto/pulsestream/v1/timeseries.proto").read_text()
+    # Each service lists the reasons of its own RPCs (TimeSeriesService, IngestService).
+    proto = "\n".join(path.read_text() for path in sorted((ROOT / "proto/pulsestream/v1").glob("*.proto")))
     assert f'domain "{DOMAIN}"' in proto and f"`{DOMAIN}`" in readme
     for reason in Reason:
         row = re.search(rf"^\| `{CODES[reason].name}` \| `{reason.value}` \|(?P<metadata>[^|]*)\|", readme, re.M)
         assert row, f"README's Status codes table lacks {reason.value} with {CODES[reason].name}"
-        line = re.search(rf"^\s*//\s+{reason.value}\s+{CODES[reason].name}\s+(?P<keys>.*)$", proto, re.M)
-        assert line, f"timeseries.proto does not list {reason.value} with {CODES[reason].name}"
+        lines = re.findall(rf"^\s*//\s+{reason.value}\s+{CODES[reason].name}\s+(.*)$", proto, re.M)
+        assert lines, f"no .proto lists {reason.value} with {CODES[reason].name}"
         for key in METADATA[reason]:
             assert f"`{key}`" in row["metadata"], (reason.value, key)
-            assert key in line["keys"], (reason.value, key)
+            assert any(key in keys for keys in lines), (reason.value, key)

@@ -76,7 +76,8 @@ def test_version_changes_with_any_value() -> None:
         ("bufferSize: 0", "bufferSize"),
         ("series: []", "series"),
         ("series: [cpu, cpu]", "repeated: cpu"),
-        ("series: [CPU]", "series.0"),
+        ("series: [9cpu]", "series.0"),
+        ("series: ['cpu,memory']", "series.0"),
         ("rateLimit: {burst: 0}", "rateLimit.burst"),
         ("unknownField: 1", "unknownField"),
         ("- a list", "mapping"),
@@ -147,6 +148,7 @@ def test_every_rule_has_a_camelcase_reason_a_summary_and_names_spec_fields() -> 
         "FlushNotBelowHeartbeat",
         "RetentionBelowFrequency",
         "HistoryTooLarge",
+        "SeriesDeclaredTwice",
     ]
     for rule in RULES:
         assert re.fullmatch(r"(?:[A-Z][a-z]+)+", rule.reason), rule.reason

@@ -30,6 +30,10 @@ objects get the same names as in k8s/: pulsestream-generator, ...
 {{- end -}}
 
 {{/* The Secret holding the streamer's API keys. */}}
+{{- define "pulsestream.ingestTokensSecret" -}}
+{{- default (printf "%s-ingest-tokens" (include "pulsestream.fullname" .)) .Values.generator.ingest.existingSecret -}}
+{{- end -}}
+
 {{- define "pulsestream.apiKeysSecret" -}}
 {{- default (printf "%s-api-keys" (include "pulsestream.fullname" .)) .Values.streamer.apiKeys.existingSecret -}}
 {{- end -}}

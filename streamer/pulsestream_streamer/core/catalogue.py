@@ -26,6 +26,8 @@ class SeriesInfo:
     expected_min: float = 0.0
     expected_max: float = 0.0
     shape: str = ""
+    #: "synthetic" (computed by the generator) or "published" (written by producers); "" when unknown.
+    origin: str = ""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -34,6 +36,7 @@ class SeriesInfo:
             "description": self.description,
             "expectedRange": [self.expected_min, self.expected_max],
             "shape": self.shape,
+            "origin": self.origin,
         }
 
 

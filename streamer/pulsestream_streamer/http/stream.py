@@ -122,6 +122,10 @@ class StreamResponse(Response):
                 span.ended(client.reason, feed, client.bytes_sent, client.events_dropped)
 
 
+#: Names of a request checked against the catalogue before refreshing it (more are refused as too many anyway).
+_MAX_LOOKUP = 64
+
+
 def stream_response(app: FastAPI, request: Request) -> Response:
     """The response to a ``/v1/stream`` request: a stream, or a 400/503 JSON answer."""
     hub: Hub = app.state.hub
@@ -140,6 +144,10 @@ def stream_response(app: FastAPI, request: Request) -> Response:
 
 async def serve_stream(app: FastAPI, request: Request, receive: Receive, send: Send) -> None:
     """Answer ``GET /v1/stream`` on the fast path (no routing, no per-request exit stacks)."""
+    requested = request.query_params.get("series")
+    if requested:  # a series published since the last catalogue refresh is not unknown
+        hub: Hub = app.state.hub
+        await hub.catalogue.knows(name.strip() for name in requested.split(",")[:_MAX_LOOKUP])
     await stream_response(app, request)(request.scope, receive, send)
 
 

@@ -32,6 +32,7 @@ class LiveCatalogue:
         self._upstream = upstream
         self.current = Catalogue.placeholder(fallback_series)
         self._fetched_at = 0.0
+        self._asking = asyncio.Lock()  # concurrent refreshes share one ListSeries call
 
     def fallback(self, series: Iterable[str]) -> None:
         """New configured series (live settings): they stand in while the generator has never answered."""
@@ -44,15 +45,31 @@ class LiveCatalogue:
         Page loads stay fresh without every request costing an upstream call; when the
         generator cannot answer, the last known catalogue is kept.
         """
-        now = asyncio.get_running_loop().time()
-        if self.current.known and now - self._fetched_at < max_age:
+        loop = asyncio.get_running_loop()
+        if self.current.known and loop.time() - self._fetched_at < max_age:
             return self.current
-        try:
-            self.current = await self._upstream.list_series()
-            self._fetched_at = now
-        except UpstreamError as error:
-            logger.debug("catalogue refresh failed: %s", error)
+        async with self._asking:
+            now = loop.time()
+            if self.current.known and now - self._fetched_at < max_age:
+                return self.current  # another caller just asked
+            try:
+                self.current = await self._upstream.list_series()
+                self._fetched_at = now
+            except UpstreamError as error:
+                logger.debug("catalogue refresh failed: %s", error)
         return self.current
+
+    async def knows(self, names: Iterable[str], max_age: float = 1.0) -> Catalogue:
+        """The catalogue, asked anew (at most every ``max_age`` s) when it lacks one of ``names``.
+
+        Published series appear in the generator's catalogue with their first point (or their
+        declaration), between two background refreshes: a stream asking for one must not be
+        refused as unknown for up to a refresh period.
+        """
+        current = self.current
+        if current.known and any(name not in current.series for name in names):
+            return await self.refresh(max_age=max_age)
+        return current
 
     async def run(self) -> None:
         """Refresh in the background until cancelled."""

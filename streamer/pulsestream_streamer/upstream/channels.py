@@ -156,7 +156,13 @@ class Upstream:
         return Catalogue(
             series={
                 info.name: SeriesInfo(
-                    info.name, info.unit, info.description, info.expected_min, info.expected_max, info.shape
+                    info.name,
+                    info.unit,
+                    info.description,
+                    info.expected_min,
+                    info.expected_max,
+                    info.shape,
+                    info.origin,
                 )
                 for info in reply.series
             },

@@ -23,6 +23,9 @@ const d3 = globalThis.d3;
 const REBUILD_EVERY_MS = 1_000; // rebuild paths at least this often while idle (trim, rescale)
 const SELECTION_DEBOUNCE_MS = 200; // ticking several boxes in a row reopens the stream once
 const SERIES_RETRY_CAP_MS = 30_000;
+// Shown when the URL names none: the first ones /v1/series lists (synthetic, then published). Not all:
+// producers may publish many series, and one stream carries at most STREAMER_MAX_SERIES (16).
+const DEFAULT_SERIES_SHOWN = 8;
 
 const pageParams = new URLSearchParams(window.location.search);
 // A key never holds a space, but may hold "+", which URLSearchParams decodes as a space.
@@ -311,7 +314,7 @@ async function start() {
   if (!(await loadSeries())) return;
   const names = [...seriesInfo.keys()];
   const wanted = (pageParams.get("series") || "").split(",").filter((s) => seriesInfo.has(s));
-  state.selected = wanted.length ? wanted : names;
+  state.selected = wanted.length ? wanted : names.slice(0, DEFAULT_SERIES_SHOWN);
   buildSeriesPicker(el.seriesOptions, names, state.selected, info, color);
   state.resolution = buildResolutionPicker(el.resolutionOptions, state.resolutions, state.resolution);
   state.window = fitWindow(el.windowSelect, el.windowHint, state.resolution, state.window);
