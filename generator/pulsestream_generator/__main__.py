@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Callable
 
 from pulsestream import logs, telemetry
-from pulsestream_generator.server import GeneratorApp
+from pulsestream_generator.server import GeneratorApp, StartupError
 from pulsestream_generator.settings import GeneratorSettings
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ def main() -> None:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(settings))
+    except StartupError as error:
+        print(f"pulsestream-generator: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     finally:
         if provider is not None:
             provider.shutdown()  # flush batched spans before the process ends

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from pathlib import Path
 from types import TracebackType
@@ -33,13 +34,13 @@ from typing import Any, Self
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 
 from pulsestream.settingsfile import SettingsFile
 from pulsestream.v1 import ingest_pb2_grpc, random_pb2, random_pb2_grpc, timeseries_pb2_grpc
-from pulsestream_generator import auth
+from pulsestream_generator import auth, reflection
 from pulsestream_generator.clock import now_ms
+from pulsestream_generator.decoding import add_servicer
 from pulsestream_generator.gate import Gate
 from pulsestream_generator.hub import Hub
 from pulsestream_generator.ingestion import (
@@ -64,6 +65,27 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 FINAL_STOP_GRACE_S = 1.0
 
 
+class StartupError(RuntimeError):
+    """The generator cannot start as configured; ``str()`` is one line naming the setting to change."""
+
+
+def _check_free(host: str, port: int, setting: str) -> None:
+    """Refuse a port another process listens on, before gRPC (quietly, with ``SO_REUSEPORT`` off) would."""
+    if not port:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            hint = ", or 0 to turn /metrics off" if setting == "GENERATOR_METRICS_PORT" else ""
+            raise StartupError(
+                f"{setting}={port}: {host}:{port} is in use ({error.strerror or error}); "
+                f"another generator may be running there: stop it or choose another port{hint}"
+            ) from error
+
+
 def server_options(settings: GeneratorSettings) -> list[tuple[str, Any]]:
     """gRPC core channel arguments from the settings (keepalive, connection age, stream limits)."""
     options: list[tuple[str, Any]] = [
@@ -76,6 +98,9 @@ def server_options(settings: GeneratorSettings) -> list[tuple[str, Any]]:
         ("grpc.http2.min_ping_interval_without_data_ms", settings.keepalive_min_client_interval.millis),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        # gRPC turns SO_REUSEPORT on by default: a second generator on a taken port would then start,
+        # say "serving" and silently split the clients with the first. Off, the bind fails.
+        ("grpc.so_reuseport", 0),
         # Only ingest requests are large (a Publish batch, an OTLP export); gRPC refuses a larger one itself.
         ("grpc.max_receive_message_length", settings.ingest_max_message_size),
     ]
@@ -131,28 +156,21 @@ class GeneratorApp:
         self.gate = Gate()
         self.health = health_aio.HealthServicer()
         self.server = build_server(settings)
-        timeseries_pb2_grpc.add_TimeSeriesServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            TimeSeriesServicer(self.hub, self.gate, self.metrics), self.server
+        add_servicer(
+            self.server,
+            timeseries_pb2_grpc.add_TimeSeriesServiceServicer_to_server,
+            TimeSeriesServicer(self.hub, self.gate, self.metrics),
         )
-        random_pb2_grpc.add_RandomServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            RandomServicer(self.gate, self.metrics), self.server
+        add_servicer(
+            self.server, random_pb2_grpc.add_RandomServiceServicer_to_server, RandomServicer(self.gate, self.metrics)
         )
-        ingest_pb2_grpc.add_IngestServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            IngestServicer(self.ingest), self.server
-        )
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            MetricsServicer(self.ingest), self.server
+        add_servicer(self.server, ingest_pb2_grpc.add_IngestServiceServicer_to_server, IngestServicer(self.ingest))
+        add_servicer(
+            self.server, metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server, MetricsServicer(self.ingest)
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                INGEST_SERVICE_NAME,
-                OTLP_METRICS_SERVICE_NAME,
-                RANDOM_SERVICE_NAME,
-                HEALTH_SERVICE_NAME,
-                reflection.SERVICE_NAME,
-            ),
+        reflection.enable(
+            (SERVICE_NAME, INGEST_SERVICE_NAME, OTLP_METRICS_SERVICE_NAME, RANDOM_SERVICE_NAME, HEALTH_SERVICE_NAME),
             self.server,
         )
         self.port = 0
@@ -166,17 +184,31 @@ class GeneratorApp:
 
     async def start(self) -> None:
         """Backfill, bind, serve, start the background tasks, then report SERVING."""
+        # Ports first: a taken one is a one-line error before any work is done or logged.
+        _check_free(self.settings.host, self.settings.port, "GENERATOR_PORT")
+        _check_free(self.settings.host, self.settings.metrics_port, "GENERATOR_METRICS_PORT")
         auth.install_redactor(self.settings.ingest_tokens)
         self.hub.recover(now_ms())
         self.hub.backfill(now_ms())
         bind = f"{self.settings.host}:{self.settings.port}"
         credentials = server_credentials(self.settings)
-        if credentials is None:
-            self.port = self.server.add_insecure_port(bind)
-        else:
-            self.port = self.server.add_secure_port(bind, credentials)
-        if not self.port:
-            raise RuntimeError(f"cannot listen on {bind}")
+        try:
+            if credentials is None:
+                self.port = self.server.add_insecure_port(bind)
+            else:
+                self.port = self.server.add_secure_port(bind, credentials)
+        except RuntimeError as error:
+            raise StartupError(
+                f"GENERATOR_PORT={self.settings.port}: cannot listen on {bind}; choose another port"
+            ) from error
+        try:
+            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+        except OSError as error:
+            raise StartupError(
+                f"GENERATOR_METRICS_PORT={self.settings.metrics_port}: cannot listen on "
+                f"{self.settings.host}:{self.settings.metrics_port} ({error.strerror or error}); "
+                "choose another port, or 0 to turn /metrics off"
+            ) from error
         await self.server.start()
         self._tasks = [
             asyncio.create_task(self.hub.run(), name="generator-producer"),
@@ -184,10 +216,10 @@ class GeneratorApp:
             asyncio.create_task(self.ingest.intake.run(), name="generator-ingest"),
             asyncio.create_task(self._apply_settings(), name="generator-settings"),
         ]
-        self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(INGEST_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(RANDOM_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         spec = self.hub.spec
         logger.info(
             "generator serving",
@@ -254,9 +286,15 @@ class GeneratorApp:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set or a background task fails, then shut down in order.
 
-        A background task's fault is raised after the shutdown, so the process exits non-zero.
+        A background task's fault is raised after the shutdown, so the process exits non-zero. A start
+        that fails (:class:`StartupError`) releases what it had bound before raising.
         """
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.server.stop(None)
+            self.metrics.close()
+            raise
         stopper = asyncio.create_task(stop.wait(), name="generator-stop-signal")
         try:
             await asyncio.wait((stopper, *self._tasks), return_when=asyncio.FIRST_COMPLETED)

@@ -47,6 +47,7 @@ async def test_grpcurl_lists_and_describes_the_services_through_reflection(gener
     assert listed.returncode == 0, listed.stderr
     assert set(listed.stdout.split()) == {
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",  # what current grpcurl, Postman and grpcui ask first
         "grpc.reflection.v1alpha.ServerReflection",
         "opentelemetry.proto.collector.metrics.v1.MetricsService",
         "pulsestream.v1.IngestService",
