@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pulsestream import means
 from pulsestream.resolutions import RESOLUTIONS
 
 #: Bucket widths in ms (without "raw"), finest first; a width's index in this tuple names it in bit masks.
@@ -66,7 +67,7 @@ def summarise(start: int, values: Sequence[float]) -> Bucket:
         count=count,
         min=min(values),
         max=max(values),
-        mean=math.fsum(values) / count,
+        mean=means.mean(math.fsum(values), count),
         first=values[0],
         last=values[-1],
     )

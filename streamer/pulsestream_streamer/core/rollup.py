@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pulsestream import means
 from pulsestream_streamer.core.samples import Sample
 
 __all__ = ["Roller", "rollup", "summarise"]
@@ -46,14 +47,15 @@ class Roller:
         self._min = self._max = self._sum = self._first = self._last = 0.0
 
     def _close(self) -> Sample:
+        average = means.mean(self._sum, self._count)
         bucket = Sample(
             self.start,
             self.prev,
             self.start,
-            self._sum / self._count,
+            average,
             self._min,
             self._max,
-            self._sum / self._count,
+            average,
             self._count,
             self._first,
             self._last,
