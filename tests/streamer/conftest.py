@@ -6,15 +6,17 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from loopback import free_port
-from streamer_harness import Generator, Streamer, run_streamer
+from services import Generator, Streamer, run_streamer
 
 
 @pytest.fixture(scope="session")
 def generator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generator]:
-    """One generator for the whole session (tests that kill a generator start their own)."""
-    gen = Generator(free_port(), tmp_path_factory.mktemp("generator") / "generator.log")
-    gen.start()
-    gen.wait_serving()
+    """One generator for the whole session (tests that kill a generator start their own).
+
+    Two minutes of history, so cursors and windows of the contract tests can reach back that far.
+    """
+    log = tmp_path_factory.mktemp("generator") / "generator.log"
+    gen = Generator(free_port(), log, {"GENERATOR_RETENTION": "2m"}).start().wait_ready()
     yield gen
     gen.stop()
 

@@ -7,9 +7,9 @@ import time
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pulsestream_streamer.core import cursor as cursors
-from streamer_harness import FREQUENCY_MS, Generator, Streamer, assert_contiguous, run_streamer, seqs_by_series, sse
+from services import FREQUENCY_MS, Generator, Streamer, parse_metrics, run_streamer
+from sse import assert_contiguous, seqs_by_series, sse
 
 
 async def test_stream_sends_headers_retry_then_snapshot_then_points_with_ids(streamer: Streamer) -> None:
@@ -111,7 +111,7 @@ async def test_metrics_parse_as_prometheus_text(streamer: Streamer) -> None:
         async with httpx.AsyncClient() as client:
             response = await client.get(streamer.url + "/metrics")
     assert response.headers["content-type"].startswith("text/plain")
-    families = {family.name: family for family in text_string_to_metric_families(response.text)}
+    families = parse_metrics(response.text).families
     for name in (
         "pulsestream_streamer_sse_connections",
         "pulsestream_streamer_sse_events_sent",

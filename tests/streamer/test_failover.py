@@ -6,13 +6,12 @@ import asyncio
 from pathlib import Path
 
 from loopback import free_port, wait_until
-from streamer_harness import Event, Generator, assert_contiguous, run_streamer, seqs_by_series, sse
+from services import Generator, run_streamer
+from sse import Event, assert_contiguous, seqs_by_series, sse
 
 
 async def test_generator_killed_and_restarted_mid_stream_resumes_without_gap(tmp_path: Path) -> None:
-    generator = Generator(free_port(), tmp_path / "generator.log")
-    generator.start()
-    generator.wait_serving()
+    generator = Generator(free_port(), tmp_path / "generator.log").start().wait_ready()
     try:
         async with (
             run_streamer(generator.address) as streamer,
@@ -29,7 +28,7 @@ async def test_generator_killed_and_restarted_mid_stream_resumes_without_gap(tmp
             )
             await asyncio.sleep(0.5)  # the generator stays down for a while; points keep being "produced"
             generator.start()
-            await asyncio.to_thread(generator.wait_serving)
+            await generator.aio.wait_ready()
             # Points resume; read until both series have moved well past the outage.
             last = max(max(s) for s in seqs_by_series(events).values())
             events += await reader.until(
@@ -50,7 +49,7 @@ async def test_streamer_fails_over_to_the_next_generator_replica(tmp_path: Path)
     for replica in (one, two):
         replica.start()
     for replica in (one, two):
-        replica.wait_serving()
+        replica.wait_ready()
     try:
         async with (
             run_streamer(f"{one.address},{two.address}") as streamer,

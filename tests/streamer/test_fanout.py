@@ -9,7 +9,8 @@ import time
 
 from loopback import wait_until
 from pulsestream_streamer.core import cursor
-from streamer_harness import Event, Generator, Streamer, assert_contiguous, run_streamer, seqs_by_series, sse
+from services import Generator, Streamer, run_streamer
+from sse import Event, assert_contiguous, seqs_by_series, sse
 
 
 def position(event: Event) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from streamer_harness import Event, Generator, Streamer, assert_contiguous, run_streamer, seqs_by_series, sse
+from services import Generator, Streamer, run_streamer
+from sse import Event, assert_contiguous, seqs_by_series, sse
 
 URL = "/v1/stream?series=cpu,latency&window=1s"
 

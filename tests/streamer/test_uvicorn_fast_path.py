@@ -11,7 +11,8 @@ from __future__ import annotations
 import uvicorn
 from loopback import wait_until
 from pulsestream_streamer.http.uvicorn_internals import ServerConnection
-from streamer_harness import Streamer, sse
+from services import Streamer
+from sse import sse
 
 
 async def test_streams_on_uvicorn_take_the_fast_path(streamer: Streamer) -> None:
