@@ -16,7 +16,6 @@ Against one real generator and one real streamer process (shared by this module)
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import time
@@ -32,7 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pulsestream_streamer.core import cursor as cursors
-from service_processes import Fleet, Process
+from services import Generator, Stack, StreamerProcess
 
 from pulsestream.v1 import random_pb2, random_pb2_grpc, timeseries_pb2, timeseries_pb2_grpc
 
@@ -42,19 +41,13 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, Process]]:
-    fleet = Fleet(tmp_path_factory.mktemp("hostile"))
-
-    async def start() -> tuple[Process, Process]:
-        generator = await fleet.generator()
-        return generator, await fleet.streamer([generator])
-
-    try:
-        yield asyncio.run(start())
-    finally:
-        fleet.stop_all()
-    for process in fleet.processes:
-        assert not _crashes(process.logs()), f"{process.name}:\n{_crashes(process.logs())[0]}"
+def services(module_stack: Stack) -> Iterator[tuple[Generator, StreamerProcess]]:
+    generator = module_stack.generator()
+    streamer = module_stack.streamer([generator])
+    yield generator, streamer
+    module_stack.stop_all()
+    for process in (generator, streamer):
+        assert not _crashes(process.log_text()), f"{process.name}:\n{_crashes(process.log_text())[0]}"
 
 
 def _crashes(log: str) -> list[str]:
@@ -64,7 +57,7 @@ def _crashes(log: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def http(services: tuple[Process, Process]) -> Iterator[httpx.Client]:
+def http(services: tuple[Generator, StreamerProcess]) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=services[1].url, timeout=httpx.Timeout(10.0)) as client:
         yield client
 
@@ -228,7 +221,7 @@ def _raw_request(port: int, head: bytes) -> bytes:
         return data
 
 
-def test_huge_headers_get_a_clear_4xx_and_cost_bounded_memory(services: tuple[Process, Process]) -> None:
+def test_huge_headers_get_a_clear_4xx_and_cost_bounded_memory(services: tuple[Generator, StreamerProcess]) -> None:
     streamer = services[1]
     before = streamer.rss_kib()
     reply = _raw_request(
@@ -240,7 +233,7 @@ def test_huge_headers_get_a_clear_4xx_and_cost_bounded_memory(services: tuple[Pr
     assert streamer.alive()
 
 
-def test_many_headers_and_long_urls_get_an_answer_not_a_crash(services: tuple[Process, Process]) -> None:
+def test_many_headers_and_long_urls_get_an_answer_not_a_crash(services: tuple[Generator, StreamerProcess]) -> None:
     streamer = services[1]
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(2000))
     reply = _raw_request(streamer.port, b"GET /health HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
@@ -297,7 +290,7 @@ def _with_start(request: timeseries_pb2.SubscribeRequest, start: Start) -> times
 
 
 @pytest.fixture(scope="module")
-def channel(services: tuple[Process, Process]) -> Iterator[grpc.Channel]:
+def channel(services: tuple[Generator, StreamerProcess]) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(services[0].address) as chan:
         yield chan
 
@@ -386,11 +379,11 @@ def test_garbage_oversized_and_unknown_field_messages_leave_the_generator_servin
 
 
 def test_the_generator_is_still_serving_and_uncrashed_after_the_fuzzing(
-    services: tuple[Process, Process], channel: grpc.Channel
+    services: tuple[Generator, StreamerProcess], channel: grpc.Channel
 ) -> None:
     generator, streamer = services
     assert generator.alive() and streamer.alive()
     assert _serving(channel)
-    assert not _crashes(generator.logs())
-    assert not _crashes(streamer.logs())
+    assert not _crashes(generator.log_text())
+    assert not _crashes(streamer.log_text())
     assert Path(f"/proc/{generator.pid}").exists()

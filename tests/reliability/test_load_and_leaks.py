@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import pytest
 from loopback import wait_until
-from service_processes import Fleet, Process
-from sse_clients import Connection, EventSource, following
+from services import Stack, StreamerProcess
+from sse import Connection, EventSource, following
 
 STREAMS = [
     "/v1/stream?series=cpu&window=1s",
@@ -58,11 +58,9 @@ async def _one(url: str, index: int, hold: asyncio.Event) -> str:
     connection = await Connection.open(url + path)
     try:
         assert connection.status == 200, connection.status
-        buffer = b""
         async with asyncio.timeout(20):
-            async for chunk in connection.chunks():
-                buffer += chunk
-                if b"event: snapshot" in buffer and buffer.endswith(b"\n\n"):
+            async for event in connection.events():
+                if event.event == "snapshot":
                     break
         await hold.wait()
     finally:
@@ -75,14 +73,14 @@ async def _one(url: str, index: int, hold: asyncio.Event) -> str:
     return "read"
 
 
-async def _wave(streamer: Process, connections: int) -> None:
+async def _wave(streamer: StreamerProcess, connections: int) -> None:
     hold = asyncio.Event()
     tasks = [asyncio.create_task(_one(streamer.url, i, hold)) for i in range(connections)]
     try:
         readers = connections - connections // 4
 
         async def all_connected() -> bool:
-            return (await streamer.health())["connections"] >= readers
+            return (await streamer.aio.health())["connections"] >= readers
 
         await wait_until(all_connected, timeout=60, what=f"{readers} streams open")
         hold.set()
@@ -94,7 +92,7 @@ async def _wave(streamer: Process, connections: int) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def all_gone() -> bool:
-        return (await streamer.health())["connections"] == 0
+        return (await streamer.aio.health())["connections"] == 0
 
     await wait_until(all_gone, timeout=30, what="the registry to empty after the wave")
 
@@ -106,14 +104,14 @@ class Usage:
     rss_kib: int
 
 
-def _usage(process: Process) -> Usage:
+def _usage(process: StreamerProcess) -> Usage:
     return Usage(process.fds(), process.threads(), process.rss_kib())
 
 
-async def _churn(fleet: Fleet, connections: int, *, waves: int = 0, seconds: float = 0.0) -> None:
+async def _churn(stack: Stack, connections: int, *, waves: int = 0, seconds: float = 0.0) -> None:
     _raise_fd_limit(connections * 2 + 256)
-    generator = await fleet.generator()
-    streamer = await fleet.streamer([generator], STREAMER_BACKLOG="4096", STREAMER_HUB_LINGER="30s")
+    generator = await stack.aio.generator()
+    streamer = await stack.aio.streamer([generator], STREAMER_BACKLOG="4096", STREAMER_HUB_LINGER="30s")
     await _wave(streamer, connections)  # warm-up: lazy imports, topics, buffers, the allocator's arenas
     baseline = _usage(streamer)
     done = 0
@@ -132,20 +130,20 @@ async def _churn(fleet: Fleet, connections: int, *, waves: int = 0, seconds: flo
     print(f"{done} waves of {connections}: baseline {baseline}, after {after}")
     # A leak of even 4 KiB per connection would be connections * waves * 4 KiB; allow 16 MiB of allocator noise.
     assert growth_mib < 16, f"RSS grew {growth_mib:.1f} MiB over {done} waves of {connections} (baseline {baseline})"
-    assert await streamer.metric("pulsestream_streamer_sse_connections") == 0
-    accepted = await streamer.metric("pulsestream_streamer_sse_connections_accepted_total")
+    assert await streamer.aio.metric("pulsestream_streamer_sse_connections") == 0
+    accepted = await streamer.aio.metric("pulsestream_streamer_sse_connections_accepted_total")
     assert accepted >= (done + 1) * (connections - connections // 4)
-    assert "Traceback" not in streamer.logs()
+    assert "Traceback" not in streamer.log_text()
 
 
-async def test_waves_of_connections_leave_no_registry_entry_fd_thread_or_memory_behind(fleet: Fleet) -> None:
-    await _churn(fleet, 200, waves=4)
+async def test_waves_of_connections_leave_no_registry_entry_fd_thread_or_memory_behind(stack: Stack) -> None:
+    await _churn(stack, 200, waves=4)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-async def test_soak_a_thousand_connections_opened_and_closed_for_minutes_leak_nothing(fleet: Fleet) -> None:
-    await _churn(fleet, 1000, seconds=float(os.environ.get("SOAK_SECONDS", "180")))
+async def test_soak_a_thousand_connections_opened_and_closed_for_minutes_leak_nothing(stack: Stack) -> None:
+    await _churn(stack, 1000, seconds=float(os.environ.get("SOAK_SECONDS", "180")))
 
 
 # --- stalled clients ------------------------------------------------------------------------------
@@ -178,17 +176,17 @@ async def _measure(readers: list[EventSource], events_each: int) -> Latency:
     return _latency([lag for reader in readers for lag in reader.lags_ms])
 
 
-async def _stall(streamer: Process) -> Connection:
+async def _stall(streamer: StreamerProcess) -> Connection:
     """A client that opens a stream (all four series) with a tiny receive window and never reads it."""
     connection = await Connection.open(streamer.url + STALLED, rcvbuf=1024)
     connection.stop_reading()
     return connection
 
 
-async def _stalled_among(fleet: Fleet, clients: int, stalled: int, events_each: int, flush: str) -> None:
+async def _stalled_among(stack: Stack, clients: int, stalled: int, events_each: int, flush: str) -> None:
     _raise_fd_limit(clients * 2 + 256)
-    generator = await fleet.generator()
-    streamer = await fleet.streamer(
+    generator = await stack.aio.generator()
+    streamer = await stack.aio.streamer(
         [generator],
         {"bufferSize": 32, "flushInterval": flush},
         STREAMER_SOCKET_SEND_BUFFER="4096",
@@ -209,8 +207,9 @@ async def _stalled_among(fleet: Fleet, clients: int, stalled: int, events_each: 
             async def all_cut() -> bool:
                 nonlocal rss_peak
                 rss_peak = max(rss_peak, streamer.rss_kib())
-                slow = await streamer.metric("pulsestream_streamer_sse_client_drops_total", {"reason": "slow_consumer"})
-                stuck = await streamer.metric("pulsestream_streamer_sse_client_drops_total", {"reason": "stalled"})
+                metrics = await streamer.aio.metrics()
+                slow = metrics.value("pulsestream_streamer_sse_client_drops_total", {"reason": "slow_consumer"})
+                stuck = metrics.value("pulsestream_streamer_sse_client_drops_total", {"reason": "stalled"})
                 return slow + stuck >= stalled
 
             # The whole life of the stalled clients: from their first byte until the streamer cut them off.
@@ -218,7 +217,7 @@ async def _stalled_among(fleet: Fleet, clients: int, stalled: int, events_each: 
             with_stalls = _latency([lag for reader in readers for lag in reader.lags_ms])
 
             async def only_readers() -> bool:
-                return (await streamer.health())["connections"] == len(readers)
+                return (await streamer.aio.health())["connections"] == len(readers)
 
             await wait_until(only_readers, timeout=30, what="the registry to hold only the readers")
         finally:
@@ -240,11 +239,11 @@ async def _stalled_among(fleet: Fleet, clients: int, stalled: int, events_each: 
     assert growth_mib < 32, f"RSS grew {growth_mib:.1f} MiB while {stalled} clients stalled"
 
 
-async def test_stalled_clients_are_cut_off_and_do_not_slow_the_others(fleet: Fleet) -> None:
-    await _stalled_among(fleet, clients=100, stalled=10, events_each=60, flush="50ms")
+async def test_stalled_clients_are_cut_off_and_do_not_slow_the_others(stack: Stack) -> None:
+    await _stalled_among(stack, clients=100, stalled=10, events_each=60, flush="50ms")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-async def test_soak_a_hundred_stalled_among_a_thousand_do_not_slow_the_others(fleet: Fleet) -> None:
-    await _stalled_among(fleet, clients=1000, stalled=100, events_each=60, flush="250ms")
+async def test_soak_a_hundred_stalled_among_a_thousand_do_not_slow_the_others(stack: Stack) -> None:
+    await _stalled_among(stack, clients=1000, stalled=100, events_each=60, flush="250ms")

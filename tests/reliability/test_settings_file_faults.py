@@ -15,19 +15,19 @@ import yaml
 from google.protobuf import duration_pb2
 from loopback import wait_until
 from pulsestream_streamer.settings import StreamerSettings
-from service_processes import OPEN_LIMITS, Fleet, Process
-from sse_clients import EventSource, assert_continuous, following
+from services import OPEN_LIMITS, Generator, Service, Stack, StreamerProcess
+from sse import EventSource, assert_continuous, following
 
 from pulsestream.spec import load_spec
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 
 
-def _streamer_version(streamer: Process, document: dict[str, object]) -> str:
+def _streamer_version(streamer: StreamerProcess, document: dict[str, object]) -> str:
     base = StreamerSettings.from_env(streamer.env).base_spec()
     return load_spec(yaml.safe_dump(document), base=base).version()
 
 
-async def _retention_s(generator: Process) -> float:
+async def _retention_s(generator: Generator) -> float:
     async with grpc.aio.insecure_channel(generator.address) as channel:
         reply = await timeseries_pb2_grpc.TimeSeriesServiceStub(channel).ListSeries(
             timeseries_pb2.ListSeriesRequest(), timeout=5
@@ -36,19 +36,19 @@ async def _retention_s(generator: Process) -> float:
     return retention.seconds + retention.nanos / 1e9
 
 
-def _count(process: Process, pattern: str) -> int:
-    return len(re.findall(pattern, process.logs()))
+def _count(process: Service, pattern: str) -> int:
+    return len(re.findall(pattern, process.log_text()))
 
 
 async def test_bad_settings_files_are_refused_and_reported_while_the_last_good_ones_stay_in_force(
-    fleet: Fleet,
+    stack: Stack,
 ) -> None:
-    generator = await fleet.generator({"retention": "50s"})
-    streamer = await fleet.streamer([generator], {"flushInterval": "40ms"})
+    generator = await stack.aio.generator({"retention": "50s"})
+    streamer = await stack.aio.streamer([generator], {"flushInterval": "40ms"})
     client = EventSource([streamer.url], "/v1/stream?series=cpu,memory&window=1s")
     good = {**OPEN_LIMITS, "flushInterval": "40ms"}
     good_version = _streamer_version(streamer, good)
-    assert (await streamer.health())["config_version"] == good_version
+    assert (await streamer.aio.health())["config_version"] == good_version
     assert await _retention_s(generator) == 50
 
     breakages = [
@@ -68,7 +68,7 @@ async def test_bad_settings_files_are_refused_and_reported_while_the_last_good_o
                     what=f"the {process.name} to log the file {what}",
                 )
             assert _count(streamer, r"settings rejected, keeping version " + good_version) == number
-            health = await streamer.health()
+            health = await streamer.aio.health()
             assert health["settings_error"], what
             assert ("cannot read" in health["settings_error"]) == (what == "deleted"), health["settings_error"]
             assert health["config_version"] == good_version, what
@@ -86,7 +86,7 @@ async def test_bad_settings_files_are_refused_and_reported_while_the_last_good_o
         new_version = _streamer_version(streamer, {**OPEN_LIMITS, "flushInterval": "30ms"})
 
         async def applied() -> bool:
-            health = await streamer.health()
+            health = await streamer.aio.health()
             return health["settings_error"] is None and health["config_version"] == new_version
 
         await wait_until(applied, what="the streamer to apply the good file")
@@ -97,5 +97,5 @@ async def test_bad_settings_files_are_refused_and_reported_while_the_last_good_o
         await wait_until(generator_applied, what="the generator to apply the good file")
         await client.wait_past(client.last_seq() + 200)
     assert generator.alive() and streamer.alive()
-    assert "Traceback" not in generator.logs() + streamer.logs()
+    assert "Traceback" not in generator.log_text() + streamer.log_text()
     assert_continuous(client, {"cpu", "memory"})
