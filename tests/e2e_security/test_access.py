@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from liveservices import Launcher, Service, expected_version, health
 from loopback import wait_for
+from services import Generator, Stack, StreamerProcess
 
 KEYS = ["alpha-key-0001", "beta-key-0002", "gamma-key-0003", "delta-key-0004", "eps-key-0005"]
 FILE_KEY = "file-key-0001"
@@ -21,40 +21,44 @@ GENEROUS = {"rateLimit": {"requestsPerSecond": 200, "burst": 200, "maxStreamsPer
 
 
 @pytest.fixture(scope="module")
-def generator(launcher: Launcher) -> Service:
-    return launcher.generator({"frequency": "100ms"})
+def generator(module_stack: Stack) -> Generator:
+    return module_stack.generator({"frequency": "100ms"})
 
 
 @pytest.fixture(scope="module")
-def streamer(launcher: Launcher, generator: Service, tmp_path_factory: pytest.TempPathFactory) -> Service:
-    key_file = tmp_path_factory.mktemp("secret") / "api-keys"
-    key_file.write_text(f"# mounted from a Secret\n{FILE_KEY}\n", encoding="utf-8")
-    service = launcher.streamer(
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The streamer's API key file, as a mounted Secret."""
+    path = tmp_path_factory.mktemp("secret") / "api-keys"
+    path.write_text(f"# mounted from a Secret\n{FILE_KEY}\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def streamer(module_stack: Stack, generator: Generator, key_file: Path) -> StreamerProcess:
+    return module_stack.streamer(
         generator,
         GENEROUS,
         STREAMER_API_KEYS=",".join(KEYS),
         STREAMER_API_KEYS_FILE=str(key_file),
         LOG_LEVEL="debug",
     )
-    service.extra["key_file"] = key_file
-    return service
 
 
-def set_limits(streamer: Service, document: dict[str, Any]) -> None:
+def set_limits(streamer: StreamerProcess, document: dict[str, Any]) -> None:
     """Write the live settings and wait until /health reports them in force."""
-    version = expected_version(streamer, document)
+    version = streamer.version_of(document)
     streamer.write_settings(document)
-    wait_for(lambda: health(streamer).get("config_version") == version, what=f"settings version {version}")
+    wait_for(lambda: streamer.health().get("config_version") == version, what=f"settings version {version}")
 
 
 @pytest.fixture
-def limits(streamer: Service) -> Iterator[Any]:
+def limits(streamer: StreamerProcess) -> Iterator[Any]:
     """Set live limits for one test; the generous ones come back afterwards."""
     yield lambda document: set_limits(streamer, document)
     set_limits(streamer, GENEROUS)
 
 
-def get(streamer: Service, path: str = "/v1/series", **kwargs: Any) -> httpx.Response:
+def get(streamer: StreamerProcess, path: str = "/v1/series", **kwargs: Any) -> httpx.Response:
     return httpx.get(streamer.url + path, timeout=10.0, **kwargs)
 
 
@@ -65,7 +69,7 @@ WAYS: dict[str, Callable[[str], dict[str, Any]]] = {
 }
 
 
-def test_without_a_key_v1_answers_401_with_json_and_a_bearer_challenge(streamer: Service) -> None:
+def test_without_a_key_v1_answers_401_with_json_and_a_bearer_challenge(streamer: StreamerProcess) -> None:
     response = get(streamer)
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
@@ -74,7 +78,7 @@ def test_without_a_key_v1_answers_401_with_json_and_a_bearer_challenge(streamer:
 
 
 @pytest.mark.parametrize("way", sorted(WAYS))
-def test_a_wrong_key_is_refused_and_the_right_one_let_in_by_each_way(streamer: Service, way: str) -> None:
+def test_a_wrong_key_is_refused_and_the_right_one_let_in_by_each_way(streamer: StreamerProcess, way: str) -> None:
     refused = get(streamer, **WAYS[way](WRONG))
     assert refused.status_code == 401
     assert WRONG not in refused.text
@@ -83,12 +87,12 @@ def test_a_wrong_key_is_refused_and_the_right_one_let_in_by_each_way(streamer: S
     assert accepted.json()  # the series list, not an error body
 
 
-def test_health_and_metrics_are_open_by_default(streamer: Service) -> None:
+def test_health_and_metrics_are_open_by_default(streamer: StreamerProcess) -> None:
     assert get(streamer, "/health").status_code in (200, 503)
     assert get(streamer, "/metrics").status_code == 200
 
 
-def test_a_stream_needs_a_key_too_and_the_query_parameter_works_for_eventsource(streamer: Service) -> None:
+def test_a_stream_needs_a_key_too_and_the_query_parameter_works_for_eventsource(streamer: StreamerProcess) -> None:
     params = {"series": "cpu"}
     assert get(streamer, "/v1/stream", params=params).status_code == 401
     with httpx.stream(
@@ -98,8 +102,7 @@ def test_a_stream_needs_a_key_too_and_the_query_parameter_works_for_eventsource(
         assert response.headers["content-type"].startswith("text/event-stream")
 
 
-def test_keys_in_the_key_file_rotate_without_a_restart(streamer: Service) -> None:
-    key_file: Path = streamer.extra["key_file"]
+def test_keys_in_the_key_file_rotate_without_a_restart(streamer: StreamerProcess, key_file: Path) -> None:
     assert get(streamer, **WAYS["bearer"](FILE_KEY)).status_code == 200
     rotated = "file-key-0002"
     tmp = key_file.with_suffix(".tmp")
@@ -113,7 +116,7 @@ def test_keys_in_the_key_file_rotate_without_a_restart(streamer: Service) -> Non
 
 
 def test_over_the_request_rate_a_client_gets_429_with_retry_after_and_others_do_not(
-    streamer: Service, limits: Any
+    streamer: StreamerProcess, limits: Any
 ) -> None:
     limits({"rateLimit": {"requestsPerSecond": 0.2, "burst": 3, "maxStreamsPerClient": 4}})
     busy, other = WAYS["header"](KEYS[2]), WAYS["header"](KEYS[3])
@@ -126,7 +129,7 @@ def test_over_the_request_rate_a_client_gets_429_with_retry_after_and_others_do_
     assert get(streamer, **other).status_code == 200
 
 
-def test_a_limit_changed_live_in_the_settings_file_takes_effect(streamer: Service, limits: Any) -> None:
+def test_a_limit_changed_live_in_the_settings_file_takes_effect(streamer: StreamerProcess, limits: Any) -> None:
     client = WAYS["bearer"](KEYS[4])
     limits({"rateLimit": {"requestsPerSecond": 0.2, "burst": 2, "maxStreamsPerClient": 4}})
     assert [get(streamer, **client).status_code for _ in range(3)] == [200, 200, 429]
@@ -135,7 +138,7 @@ def test_a_limit_changed_live_in_the_settings_file_takes_effect(streamer: Servic
     assert [get(streamer, **client).status_code for _ in range(10)] == [200] * 10
 
 
-def test_over_the_stream_cap_a_client_gets_429_and_others_still_stream(streamer: Service, limits: Any) -> None:
+def test_over_the_stream_cap_a_client_gets_429_and_others_still_stream(streamer: StreamerProcess, limits: Any) -> None:
     limits({"rateLimit": {"requestsPerSecond": 100, "burst": 100, "maxStreamsPerClient": 1}})
     url = streamer.url + "/v1/stream"
     first = {"series": "cpu", "api_key": KEYS[0]}
@@ -163,7 +166,7 @@ def test_over_the_stream_cap_a_client_gets_429_and_others_still_stream(streamer:
     wait_for(reopened, what="the stream slot to be released")
 
 
-def test_keys_never_appear_in_the_logs_not_even_the_access_log(streamer: Service) -> None:
+def test_keys_never_appear_in_the_logs_not_even_the_access_log(streamer: StreamerProcess) -> None:
     for way in WAYS.values():
         get(streamer, **way(KEYS[0]))
         get(streamer, **way(WRONG))
@@ -172,7 +175,7 @@ def test_keys_never_appear_in_the_logs_not_even_the_access_log(streamer: Service
     ) as response:
         chunks = response.iter_raw()
         next(chunks)
-    logs = streamer.logs()
+    logs = streamer.log_text()
     # The access log is on and saw the requests, so a leak would have shown.
     assert re.search(r"GET /v1/series\?api_key=<redacted>", logs), logs[-3000:]
     for secret in [*KEYS, FILE_KEY, "file-key-0002", WRONG]:
@@ -183,9 +186,9 @@ ORIGIN = "https://dash.example"
 
 
 @pytest.fixture(scope="module")
-def guarded(launcher: Launcher, generator: Service) -> Service:
+def guarded(module_stack: Stack, generator: Generator) -> StreamerProcess:
     """A streamer that also guards /health and /metrics, allows one browser origin, and logs JSON lines."""
-    return launcher.streamer(
+    return module_stack.streamer(
         generator,
         GENEROUS,
         STREAMER_API_KEYS=KEYS[0],
@@ -197,12 +200,12 @@ def guarded(launcher: Launcher, generator: Service) -> Service:
 
 
 @pytest.mark.parametrize("path", ["/health", "/metrics"])
-def test_health_and_metrics_need_a_key_when_the_setting_says_so(guarded: Service, path: str) -> None:
+def test_health_and_metrics_need_a_key_when_the_setting_says_so(guarded: StreamerProcess, path: str) -> None:
     assert get(guarded, path).status_code == 401
     assert get(guarded, path, **WAYS["bearer"](KEYS[0])).status_code == 200
 
 
-def test_cors_answers_preflights_without_a_key_and_refusals_carry_cors_headers(guarded: Service) -> None:
+def test_cors_answers_preflights_without_a_key_and_refusals_carry_cors_headers(guarded: StreamerProcess) -> None:
     preflight = httpx.options(
         guarded.url + "/v1/stream",
         headers={
@@ -221,12 +224,12 @@ def test_cors_answers_preflights_without_a_key_and_refusals_carry_cors_headers(g
     assert "access-control-allow-origin" not in stranger.headers
 
 
-def test_keys_never_appear_in_json_logs_either(guarded: Service) -> None:
+def test_keys_never_appear_in_json_logs_either(guarded: StreamerProcess) -> None:
     for way in WAYS.values():
         get(guarded, **way(KEYS[0]))
         get(guarded, **way(WRONG))
-    lines = [json.loads(line) for line in guarded.logs().splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in guarded.log_text().splitlines() if line.startswith("{")]
     access = [line["message"] for line in lines if line["logger"] == "uvicorn.access"]
     assert any("api_key=<redacted>" in message for message in access), access
-    text = guarded.logs()
+    text = guarded.log_text()
     assert KEYS[0] not in text and WRONG not in text

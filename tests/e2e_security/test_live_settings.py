@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from httpx_sse import connect_sse
-from liveservices import Launcher, Service, expected_version, health
 from loopback import wait_for
+from services import Generator, Stack, StreamerProcess
+from sse import iter_events
 
 
 def _configmap_volume(directory: Path, document: dict[str, Any]) -> Path:
@@ -42,14 +42,14 @@ def volume(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def generator(launcher: Launcher, volume: Path) -> Service:
+def generator(module_stack: Stack, volume: Path) -> Generator:
     path = _configmap_volume(volume, {"frequency": "50ms"})
-    return launcher.generator(settings_path=path)
+    return module_stack.generator(settings_path=path)
 
 
 @pytest.fixture(scope="module")
-def streamer(launcher: Launcher, generator: Service) -> Service:
-    return launcher.streamer(generator, {"flushInterval": "10ms"})
+def streamer(module_stack: Stack, generator: Generator) -> StreamerProcess:
+    return module_stack.streamer(generator, {"flushInterval": "10ms"})
 
 
 def _spacings(times: list[int]) -> list[int]:
@@ -57,7 +57,7 @@ def _spacings(times: list[int]) -> list[int]:
 
 
 def test_a_frequency_change_reaches_an_open_stream_without_a_reconnect(
-    generator: Service, streamer: Service, volume: Path
+    generator: Generator, streamer: StreamerProcess, volume: Path
 ) -> None:
     times: list[int] = []
     events: list[str] = []
@@ -65,18 +65,16 @@ def test_a_frequency_change_reaches_an_open_stream_without_a_reconnect(
     deadline = time.monotonic() + 30
     with (
         httpx.Client(timeout=httpx.Timeout(10.0)) as client,
-        connect_sse(client, "GET", streamer.url + "/v1/stream", params={"series": "cpu", "window": "0s"}) as source,
+        client.stream("GET", streamer.url + "/v1/stream", params={"series": "cpu", "window": "0s"}) as response,
     ):
-        assert source.response.status_code == 200
-        for event in source.iter_sse():
+        assert response.status_code == 200
+        for event in iter_events(response):
             assert time.monotonic() < deadline, f"spacing did not change; saw {_spacings(times)[-20:]}"
-            if not event.data:
-                continue
             events.append(event.event)
             assert event.event != "error", event.data
             if event.event != "points":
                 continue
-            times.extend(point["t"] for point in event.json()["points"] if point["series"] == "cpu")
+            times.extend(point["t"] for point in event.data["points"] if point["series"] == "cpu")
             if changed_at is None and len(times) >= 8:
                 assert set(_spacings(times[-6:])) == {50}, _spacings(times)
                 changed_at = len(times)
@@ -88,50 +86,50 @@ def test_a_frequency_change_reaches_an_open_stream_without_a_reconnect(
     assert generator.alive() and streamer.alive()
 
 
-def test_an_invalid_settings_file_keeps_the_last_good_settings_and_health_shows_why(streamer: Service) -> None:
+def test_an_invalid_settings_file_keeps_the_last_good_settings_and_health_shows_why(streamer: StreamerProcess) -> None:
     good = {"flushInterval": "20ms"}
-    version = expected_version(streamer, good)
+    version = streamer.version_of(good)
     streamer.write_settings(good)
-    wait_for(lambda: health(streamer).get("config_version") == version, what="the good settings")
+    wait_for(lambda: streamer.health().get("config_version") == version, what="the good settings")
 
     streamer.write_settings({"flushInterval": "20ms", "rateLimit": {"burst": 0}})
-    body = wait_for(lambda: (b := health(streamer)).get("settings_error") and b, what="the error in /health")
+    body = wait_for(lambda: (b := streamer.health()).get("settings_error") and b, what="the error in /health")
     assert "burst" in body["settings_error"]
     assert body["config_version"] == version  # the last good settings stay in force
     assert httpx.get(streamer.url + "/v1/series", timeout=10.0).status_code == 200  # and nothing crashed
 
     streamer.write_settings(good | {"heartbeatInterval": "5s"})
-    fixed = expected_version(streamer, good | {"heartbeatInterval": "5s"})
-    wait_for(lambda: health(streamer).get("config_version") == fixed, what="the repaired settings")
-    assert health(streamer).get("settings_error") is None
+    fixed = streamer.version_of(good | {"heartbeatInterval": "5s"})
+    wait_for(lambda: streamer.health().get("config_version") == fixed, what="the repaired settings")
+    assert streamer.health().get("settings_error") is None
 
 
 def test_a_file_breaking_a_cross_field_rule_is_refused_by_both_running_services(
-    generator: Service, streamer: Service, volume: Path
+    generator: Generator, streamer: StreamerProcess, volume: Path
 ) -> None:
     """8.6 million points per series: each value is in range, the pair is not (HistoryTooLarge, as the operator
     says)."""
     good = {"flushInterval": "20ms"}
-    version = expected_version(streamer, good)
+    version = streamer.version_of(good)
     streamer.write_settings(good)
-    wait_for(lambda: health(streamer).get("config_version") == version, what="the good settings")
+    wait_for(lambda: streamer.health().get("config_version") == version, what="the good settings")
     too_much_history = {"frequency": "10ms", "retention": "24h"}
 
     streamer.write_settings(good | too_much_history)
-    body = wait_for(lambda: (b := health(streamer)).get("settings_error") and b, what="the error in /health")
+    body = wait_for(lambda: (b := streamer.health()).get("settings_error") and b, what="the error in /health")
     assert "8,640,000 points per series" in body["settings_error"]
     assert body["config_version"] == version  # the last good settings stay in force
     _swap(volume, "..v-history", too_much_history)
-    wait_for(lambda: "8,640,000 points per series" in generator.logs(), what="the generator to refuse the file")
-    assert "settings rejected, keeping version" in generator.logs()
+    wait_for(lambda: "8,640,000 points per series" in generator.log_text(), what="the generator to refuse the file")
+    assert "settings rejected, keeping version" in generator.log_text()
     assert generator.alive() and streamer.alive()
-    assert "Traceback" not in generator.logs() + streamer.logs()
+    assert "Traceback" not in generator.log_text() + streamer.log_text()
 
     _swap(volume, "..v-restored", {"frequency": "250ms"})
     streamer.write_settings(good)
-    wait_for(lambda: health(streamer).get("settings_error") is None, what="the repaired settings")
+    wait_for(lambda: streamer.health().get("settings_error") is None, what="the repaired settings")
 
 
-def test_a_streamer_without_keys_says_at_start_up_that_v1_is_open(streamer: Service) -> None:
-    assert "API keys not configured: /v1 is open" in streamer.logs()
+def test_a_streamer_without_keys_says_at_start_up_that_v1_is_open(streamer: StreamerProcess) -> None:
+    assert "API keys not configured: /v1 is open" in streamer.log_text()
     assert httpx.get(streamer.url + "/v1/series", timeout=10.0).status_code == 200

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from httpx_sse import connect_sse
-from liveservices import Launcher, Service, health
 from loopback import wait_for
+from services import Generator, Stack
+from sse import iter_events
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -54,41 +54,42 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def generator(launcher: Launcher, pki: Path) -> Service:
-    return launcher.generator(
+def generator(module_stack: Stack, pki: Path) -> Generator:
+    return module_stack.generator(
         {"frequency": "50ms"},
+        tls_ca=pki / "right-ca.crt",
         GENERATOR_TLS_CERT_FILE=str(pki / "server.crt"),
         GENERATOR_TLS_KEY_FILE=str(pki / "server.key"),
     )
 
 
 def test_a_streamer_with_the_right_ca_connects_and_points_flow(
-    launcher: Launcher, generator: Service, pki: Path
+    module_stack: Stack, generator: Generator, pki: Path
 ) -> None:
-    streamer = launcher.streamer(generator, STREAMER_TLS_CA_FILE=str(pki / "right-ca.crt"))
+    streamer = module_stack.streamer(generator, STREAMER_TLS_CA_FILE=str(pki / "right-ca.crt"))
     with (
         httpx.Client(timeout=10.0) as client,
-        connect_sse(client, "GET", streamer.url + "/v1/stream", params={"series": "cpu"}) as source,
+        client.stream("GET", streamer.url + "/v1/stream", params={"series": "cpu"}) as response,
     ):
-        assert source.response.status_code == 200
-        for event in source.iter_sse():
+        assert response.status_code == 200
+        for event in iter_events(response):
             assert event.event != "error", event.data
-            if event.event == "points" and event.data and event.json()["points"]:
+            if event.event == "points" and event.data["points"]:
                 break
-    assert health(streamer)["status"] == "ok"
+    assert streamer.health()["status"] == "ok"
 
 
 def test_a_streamer_with_a_wrong_ca_reports_the_upstream_error_in_health(
-    launcher: Launcher, generator: Service, pki: Path
+    module_stack: Stack, generator: Generator, pki: Path
 ) -> None:
-    streamer = launcher.streamer(
+    streamer = module_stack.streamer(
         generator, STREAMER_TLS_CA_FILE=str(pki / "wrong-ca.crt"), STREAMER_CONNECT_TIMEOUT="1s"
     )
     # Ask for data so the streamer dials the generator.
     httpx.get(streamer.url + "/v1/series", timeout=15.0)
 
     def reported() -> dict[str, object] | None:
-        body = health(streamer)
+        body = streamer.health()
         return body if body["upstream"] != "ready" and body["upstream_detail"]["error"] else None
 
     body = wait_for(reported, timeout=30, what="the upstream error in /health")

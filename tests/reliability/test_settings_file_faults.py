@@ -14,17 +14,10 @@ import grpc
 import yaml
 from google.protobuf import duration_pb2
 from loopback import wait_until
-from pulsestream_streamer.settings import StreamerSettings
-from services import OPEN_LIMITS, Generator, Service, Stack, StreamerProcess
+from services import OPEN_LIMITS, Generator, Service, Stack
 from sse import EventSource, assert_continuous, following
 
-from pulsestream.spec import load_spec
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
-
-
-def _streamer_version(streamer: StreamerProcess, document: dict[str, object]) -> str:
-    base = StreamerSettings.from_env(streamer.env).base_spec()
-    return load_spec(yaml.safe_dump(document), base=base).version()
 
 
 async def _retention_s(generator: Generator) -> float:
@@ -47,7 +40,7 @@ async def test_bad_settings_files_are_refused_and_reported_while_the_last_good_o
     streamer = await stack.aio.streamer([generator], {"flushInterval": "40ms"})
     client = EventSource([streamer.url], "/v1/stream?series=cpu,memory&window=1s")
     good = {**OPEN_LIMITS, "flushInterval": "40ms"}
-    good_version = _streamer_version(streamer, good)
+    good_version = streamer.version_of(good)
     assert (await streamer.aio.health())["config_version"] == good_version
     assert await _retention_s(generator) == 50
 
@@ -83,7 +76,7 @@ async def test_bad_settings_files_are_refused_and_reported_while_the_last_good_o
             (streamer, {**OPEN_LIMITS, "flushInterval": "30ms"}),
         ):
             process.write_settings(yaml.safe_dump(document))
-        new_version = _streamer_version(streamer, {**OPEN_LIMITS, "flushInterval": "30ms"})
+        new_version = streamer.version_of({**OPEN_LIMITS, "flushInterval": "30ms"})
 
         async def applied() -> bool:
             health = await streamer.aio.health()

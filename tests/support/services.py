@@ -560,6 +560,15 @@ class StreamerProcess(Service):
     def metrics_url(self) -> str | None:
         return self.url + "/metrics"
 
+    def version_of(self, document: Mapping[str, Any]) -> str:
+        """The ``config_version`` its /health reports once ``document`` is in force over its environment."""
+        from pulsestream_streamer.settings import StreamerSettings
+
+        from pulsestream.spec import load_spec
+
+        base = StreamerSettings.from_env(self.env).base_spec()
+        return load_spec(yaml.safe_dump(dict(document)), base=base).version()
+
 
 class Operator(Service):
     """``pulsestream-operator`` with kopf's liveness endpoint on ``port``; ready when ``/healthz`` answers 200."""
