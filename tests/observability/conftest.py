@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from traced_stack import Process, start_generator, start_streamer
+from services import Generator, Stack, StreamerProcess
+from traces import TRACING_ENV
 
 
 @pytest.fixture(scope="session")
-def traced_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, Process]]:
-    """A generator and a streamer, both exporting spans to their stdout files."""
-    directory = tmp_path_factory.mktemp("traced")
-    generator = start_generator(directory)
+def traced_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Generator, StreamerProcess]]:
+    """A generator and a streamer, both exporting spans to their stdout files.
+
+    The streamer lets a topic go as soon as its last client leaves (``STREAMER_HUB_LINGER=0ms``), so the
+    upstream spans end, and are exported, right after a test's request ends.
+    """
+    services = Stack(tmp_path_factory.mktemp("traced"))
     try:
-        streamer = start_streamer(directory, generator.port)
-        try:
-            yield generator, streamer
-        finally:
-            streamer.stop()
+        generator = services.generator(**TRACING_ENV)
+        yield generator, services.streamer(generator, STREAMER_HUB_LINGER="0ms", **TRACING_ENV)
     finally:
-        generator.stop()
+        services.stop_all()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 from loopback import wait_for
-from traced_stack import Process, iter_events, metrics, total
+from services import Generator, Service, StreamerProcess
+from sse import iter_events
 
 #: What the observability issue asks each service to expose (sample names as the parser reports them).
 STREAMER = {
@@ -29,80 +30,69 @@ GENERATOR = {
 }
 
 
-def _urls(stack: tuple[Process, Process]) -> tuple[str, str]:
-    generator, streamer = stack
-    return (
-        f"http://127.0.0.1:{generator.env['GENERATOR_METRICS_PORT']}/metrics",
-        f"http://127.0.0.1:{streamer.port}/metrics",
-    )
-
-
-def _missing(url: str, wanted: dict[str, str]) -> list[str]:
-    """What of ``wanted`` the endpoint lacks: a sample, or for a labelled family not yet used, its TYPE line."""
-    samples = metrics(url)  # parses, or fails the test
-    text = httpx.get(url, timeout=5.0).text
-    families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+def _missing(service: Service, wanted: dict[str, str]) -> list[str]:
+    """What of ``wanted`` the endpoint lacks: a sample, or for a labelled family not yet used, its family."""
+    metrics = service.metrics()  # parses, or fails the test
+    names = [sample.name for sample in metrics.samples]
     return [
         what
         for what, name in wanted.items()
-        if not any(key.startswith(name) for key in samples)
-        and not {name, name.removesuffix("_total"), name.removesuffix("_count")} & families
+        if not any(sample.startswith(name) for sample in names)
+        and not {name, name.removesuffix("_total"), name.removesuffix("_count")} & set(metrics.families)
     ]
 
 
-def test_both_endpoints_parse_and_expose_every_metric_the_issue_names(traced_stack: tuple[Process, Process]) -> None:
-    generator_url, streamer_url = _urls(traced_stack)
-    assert not _missing(streamer_url, STREAMER | {"drops": "pulsestream_streamer_sse_client_drops_total"})
-    assert not _missing(generator_url, GENERATOR)
+def test_both_endpoints_parse_and_expose_every_metric_the_issue_names(
+    traced_stack: tuple[Generator, StreamerProcess],
+) -> None:
+    generator, streamer = traced_stack
+    assert not _missing(streamer, STREAMER | {"drops": "pulsestream_streamer_sse_client_drops_total"})
+    assert not _missing(generator, GENERATOR)
 
 
-def test_counters_move_while_a_stream_flows(traced_stack: tuple[Process, Process]) -> None:
-    generator_url, streamer_url = _urls(traced_stack)
-    _, streamer = traced_stack
-    before_streamer, before_generator = metrics(streamer_url), metrics(generator_url)
-    url = f"http://127.0.0.1:{streamer.port}/v1/stream?series=latency&window=1s"
+def test_counters_move_while_a_stream_flows(traced_stack: tuple[Generator, StreamerProcess]) -> None:
+    generator, streamer = traced_stack
+    before_streamer, before_generator = streamer.metrics(), generator.metrics()
+    url = f"{streamer.url}/v1/stream?series=latency&window=1s"
     with httpx.Client(timeout=30.0) as client, client.stream("GET", url) as response:
-        events = iter_events(response.iter_lines())
+        events = iter_events(response)
         points = 0
-        for kind, _ in events:
-            points += kind == "points"
+        for event in events:
+            points += event.event == "points"
             if points >= 3:
                 break
-        during_streamer = metrics(streamer_url)
-        during_generator = metrics(generator_url)
-        assert total(during_streamer, STREAMER["connections"]) >= 1
-        assert total(during_streamer, STREAMER["subscribers (upstream streams)"]) >= 1
-        assert total(during_generator, GENERATOR["connections"]) >= 1
-        assert total(during_generator, GENERATOR["subscribers"]) >= 1
+        during_streamer = streamer.metrics()
+        during_generator = generator.metrics()
+        assert during_streamer.total(STREAMER["connections"]) >= 1
+        assert during_streamer.total(STREAMER["subscribers (upstream streams)"]) >= 1
+        assert during_generator.total(GENERATOR["connections"]) >= 1
+        assert during_generator.total(GENERATOR["subscribers"]) >= 1
         # Keep reading until the lag histograms have seen the live points too.
-        for kind, _ in events:
-            if kind == "points" and total(metrics(generator_url), GENERATOR["end-to-end lag"]) > total(
-                before_generator, GENERATOR["end-to-end lag"]
-            ):
+        lag = GENERATOR["end-to-end lag"]
+        for event in events:
+            if event.event == "points" and generator.metrics().total(lag) > before_generator.total(lag):
                 break
-        during_streamer = metrics(streamer_url)
-        during_generator = metrics(generator_url)
+        during_streamer = streamer.metrics()
+        during_generator = generator.metrics()
 
     for what in ("connections accepted", "points received", "points sent", "events sent", "end-to-end lag"):
         name = STREAMER[what]
-        assert total(during_streamer, name) > total(before_streamer, name), what
+        assert during_streamer.total(name) > before_streamer.total(name), what
     for what in ("points produced", "points sent", "end-to-end lag"):
         name = GENERATOR[what]
-        assert total(during_generator, name) > total(before_generator, name), what
+        assert during_generator.total(name) > before_generator.total(name), what
     # The lag of live points on loopback is well under a second at both ends.
-    lag_sum = total(during_generator, "pulsestream_generator_send_lag_seconds_sum") - total(
-        before_generator, "pulsestream_generator_send_lag_seconds_sum"
+    lag_sum = during_generator.total("pulsestream_generator_send_lag_seconds_sum") - before_generator.total(
+        "pulsestream_generator_send_lag_seconds_sum"
     )
-    lag_count = total(during_generator, GENERATOR["end-to-end lag"]) - total(
-        before_generator, GENERATOR["end-to-end lag"]
-    )
+    lag_count = during_generator.total(lag) - before_generator.total(lag)
     assert 0 <= lag_sum / lag_count < 1.0
     # The connection is gone from the gauges once the client has left.
     wait_for(
-        lambda: total(metrics(streamer_url), STREAMER["connections"]) == 0,
+        lambda: streamer.metrics().total(STREAMER["connections"]) == 0,
         what="the streamer's connection gauge back to 0",
     )
     wait_for(
-        lambda: total(metrics(generator_url), GENERATOR["connections"]) == 0,
+        lambda: generator.metrics().total(GENERATOR["connections"]) == 0,
         what="the generator's connection gauge back to 0 (the topic stopped, its stream ended)",
     )

@@ -14,14 +14,14 @@ import signal
 import threading
 from collections.abc import Iterator
 from concurrent import futures
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from loopback import wait_for
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from traced_stack import read_stream, start_generator, start_streamer
+from services import Stack
+from sse import read_stream
 
 SUBSCRIBE = "pulsestream.v1.TimeSeriesService/Subscribe"
 
@@ -60,26 +60,33 @@ def collector() -> Iterator[tuple[Collector, int]]:
 
 
 def test_otlp_export_delivers_both_services_spans_and_stopping_flushes_the_batch(
-    tmp_path: Path, collector: tuple[Collector, int]
+    stack: Stack, collector: tuple[Collector, int]
 ) -> None:
     servicer, port = collector
-    otlp = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
-    generator = start_generator(tmp_path, **otlp)
-    streamer = start_streamer(tmp_path, generator.port, **otlp)
+    otlp = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "debug",
+    }
+    generator = stack.generator(**otlp)
+    streamer = stack.streamer(generator, STREAMER_HUB_LINGER="0ms", **otlp)
     trace_id = secrets.token_hex(16)
     try:
         read_stream(
-            f"http://127.0.0.1:{streamer.port}/v1/stream?series=requests&window=1s",
+            f"{streamer.url}/v1/stream?series=requests&window=1s",
             count=2,
             headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
         )
         # The topic stops right after the client left (STREAMER_HUB_LINGER=0ms), ending both stream spans.
-        wait_for(lambda: "stream closed" in {line.get("message") for line in generator.logs()}, what="stream end")
+        wait_for(
+            lambda: "stream closed" in {line.get("message") for line in generator.log_records()}, what="stream end"
+        )
     finally:
         streamer.stop()
         generator.stop()
-    assert generator.proc.returncode == 0
-    assert streamer.proc.returncode == -signal.SIGTERM  # uvicorn re-raises the signal after its shutdown
+    assert generator.returncode == 0
+    assert streamer.returncode == -signal.SIGTERM  # uvicorn re-raises the signal after its shutdown
 
     streamer_spans = wait_for(lambda: servicer.of("pulsestream-streamer", trace_id), what="the streamer's spans")
     generator_spans = wait_for(lambda: servicer.of("pulsestream-generator", trace_id), what="the generator's spans")

@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 from loopback import wait_for
-from traced_stack import Process, Stream, hex_id, iter_events, read_stream
+from services import Generator, Service, StreamerProcess
+from sse import Event, iter_events, read_stream
+from traces import hex_id, spans
 
 SUBSCRIBE = "pulsestream.v1.TimeSeriesService/Subscribe"
 SERIES = ["cpu", "memory"]
@@ -38,31 +40,31 @@ def id_of(span: dict[str, Any]) -> str:
 class Journey:
     trace_id: str
     remote_parent: str
-    stream: Stream
+    stream: list[Event]
     connection: dict[str, Any]
     upstream: list[dict[str, Any]]
     generator: list[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def journey(traced_stack: tuple[Process, Process]) -> Journey:
+def journey(traced_stack: tuple[Generator, StreamerProcess]) -> Journey:
     """One request with a traceparent of our own, read for a few events, then closed; its spans collected."""
     generator, streamer = traced_stack
     trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
     stream = read_stream(
-        f"http://127.0.0.1:{streamer.port}/v1/stream?series={','.join(SERIES)}&window=2s",
+        f"{streamer.url}/v1/stream?series={','.join(SERIES)}&window=2s",
         count=4,
         headers={"traceparent": f"00-{trace_id}-{parent}-01"},
     )
 
-    def ours(process: Process) -> list[dict[str, Any]]:
-        return [span for span in process.spans() if trace_of(span) == trace_id]
+    def ours(process: Service) -> list[dict[str, Any]]:
+        return [span for span in spans(process) if trace_of(span) == trace_id]
 
     def streamer_done() -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-        spans = ours(streamer)
-        connections = [s for s in spans if s["name"] == "GET /v1/stream"]
+        found = ours(streamer)
+        connections = [s for s in found if s["name"] == "GET /v1/stream"]
         upstream = [
-            s for s in spans if s["name"] == SUBSCRIBE and s["attributes"]["pulsestream.purpose"] == "subscription"
+            s for s in found if s["name"] == SUBSCRIBE and s["attributes"]["pulsestream.purpose"] == "subscription"
         ]
         return (connections[0], upstream) if connections and len(upstream) == len(SERIES) else None
 
@@ -70,12 +72,12 @@ def journey(traced_stack: tuple[Process, Process]) -> Journey:
     upstream_ids = {id_of(span) for span in upstream}
 
     def generator_done() -> list[dict[str, Any]] | None:
-        spans = [s for s in ours(generator) if s["name"] == SUBSCRIBE]
-        covered = {hex_id(s["parent_id"]) for s in spans}
-        return spans if upstream_ids <= covered else None
+        found = [s for s in ours(generator) if s["name"] == SUBSCRIBE]
+        covered = {hex_id(s["parent_id"]) for s in found}
+        return found if upstream_ids <= covered else None
 
-    spans = wait_for(generator_done, what="a generator span under each upstream span")
-    return Journey(trace_id, parent, stream, connection, upstream, spans)
+    served = wait_for(generator_done, what="a generator span under each upstream span")
+    return Journey(trace_id, parent, stream, connection, upstream, served)
 
 
 def test_the_connection_span_continues_the_requests_traceparent(journey: Journey) -> None:
@@ -131,81 +133,83 @@ def test_the_generators_server_span_is_a_child_of_the_upstream_client_span(journ
 
 def test_every_event_meta_carries_the_upstream_trace_id(journey: Journey) -> None:
     upstream_traces = {trace_of(span) for span in journey.upstream}
-    kinds = [kind for kind, _ in journey.stream.events]
+    kinds = [event.event for event in journey.stream]
     assert kinds[0] == "snapshot" and kinds.count("points") >= 3
-    for _, data in journey.stream.events:
-        assert data["meta"]["trace_id"] in upstream_traces
-        assert "trace_ids" not in data["meta"]  # both subscriptions were started by this request: one trace
+    for event in journey.stream:
+        assert event.data["meta"]["trace_id"] in upstream_traces
+        assert "trace_ids" not in event.data["meta"]  # both subscriptions were started by this request: one trace
 
 
-def test_log_lines_carry_the_ids_of_the_active_span(journey: Journey, traced_stack: tuple[Process, Process]) -> None:
+def test_log_lines_carry_the_ids_of_the_active_span(
+    journey: Journey, traced_stack: tuple[Generator, StreamerProcess]
+) -> None:
     generator, streamer = traced_stack
     connection_id = id_of(journey.connection)
     connected = [
         line
-        for line in streamer.logs()
+        for line in streamer.log_records()
         if line.get("message") == "client connected" and line.get("trace_id") == journey.trace_id
     ]
     assert [line["span_id"] for line in connected] == [connection_id]
     subscribing = [
         line
-        for line in streamer.logs()
+        for line in streamer.log_records()
         if line.get("message") == "upstream subscribe" and line.get("trace_id") == journey.trace_id
     ]
     assert {line["span_id"] for line in subscribing} == {id_of(span) for span in journey.upstream}
     opened = [
         line
-        for line in generator.logs()
+        for line in generator.log_records()
         if line.get("message") == "stream opened" and line.get("trace_id") == journey.trace_id
     ]
     assert {line["span_id"] for line in opened} == {id_of(span) for span in journey.generator}
     # Outside any span (start-up), no ids.
-    serving = next(line for line in generator.logs() if line.get("message") == "generator serving")
+    serving = next(line for line in generator.log_records() if line.get("message") == "generator serving")
     assert "trace_id" not in serving and "span_id" not in serving
 
 
 def test_a_second_client_of_a_shared_subscription_has_its_own_trace_linked_to_the_first(
-    traced_stack: tuple[Process, Process],
+    traced_stack: tuple[Generator, StreamerProcess],
 ) -> None:
     """Two browsers on one topic: one upstream span (in the first one's trace), two connection spans."""
     _, streamer = traced_stack
-    url = f"http://127.0.0.1:{streamer.port}/v1/stream?series=requests&window=1s"
+    url = f"{streamer.url}/v1/stream?series=requests&window=1s"
     first_trace, second_trace = secrets.token_hex(16), secrets.token_hex(16)
     with (
         httpx.Client(timeout=30.0) as client,
         client.stream("GET", url, headers={"traceparent": f"00-{first_trace}-{secrets.token_hex(8)}-01"}) as first,
     ):
-        events = iter_events(first.iter_lines())
-        first_meta = next(data for kind, data in events if kind == "snapshot")["meta"]
+        events = iter_events(first)  # kept: a dropped iterator closes the stream
+        first_meta = next(event.data for event in events if event.event == "snapshot")["meta"]
         second = read_stream(url, count=2, headers={"traceparent": f"00-{second_trace}-{secrets.token_hex(8)}-01"})
     assert first_meta["trace_id"] == first_trace
-    assert {data["meta"]["trace_id"] for _, data in second.events} == {first_trace}
+    assert {event.data["meta"]["trace_id"] for event in second} == {first_trace}
 
     def connections() -> dict[str, dict[str, Any]] | None:
         found = {
             trace_of(s): s
-            for s in streamer.spans()
+            for s in spans(streamer)
             if s["name"] == "GET /v1/stream" and trace_of(s) in (first_trace, second_trace)
         }
         return found if len(found) == 2 else None
 
-    spans = wait_for(connections, what="both connection spans")
+    connected = wait_for(connections, what="both connection spans")
     upstream = wait_for(
         lambda: [
-            s for s in streamer.spans() if s["name"] == SUBSCRIBE and trace_of(s) == first_trace and kind(s) == "CLIENT"
+            s for s in spans(streamer) if s["name"] == SUBSCRIBE and trace_of(s) == first_trace and kind(s) == "CLIENT"
         ],
         what="the shared upstream span",
     )
     assert len(upstream) == 1
-    for span in spans.values():
+    for span in connected.values():
         assert [hex_id(link["context"]["span_id"]) for link in span["links"]] == [id_of(upstream[0])]
         assert [hex_id(link["context"]["trace_id"]) for link in span["links"]] == [first_trace]
 
 
 def test_only_streams_are_traced_not_probes_catalogue_calls_or_metrics(
-    journey: Journey, traced_stack: tuple[Process, Process]
+    journey: Journey, traced_stack: tuple[Generator, StreamerProcess]
 ) -> None:
     """The fixtures polled /health, the streamer called ListSeries, tests scraped /metrics: none of it is a span."""
     generator, streamer = traced_stack
-    assert {span["name"] for span in generator.spans()} == {SUBSCRIBE}
-    assert {span["name"] for span in streamer.spans()} <= {SUBSCRIBE, "GET /v1/stream"}
+    assert {span["name"] for span in spans(generator)} == {SUBSCRIBE}
+    assert {span["name"] for span in spans(streamer)} <= {SUBSCRIBE, "GET /v1/stream"}

@@ -70,6 +70,7 @@ __all__ = [
     "console_script",
     "parse_metrics",
     "run_streamer",
+    "run_to_exit",
 ]
 
 BIN = Path(sys.executable).parent
@@ -105,6 +106,20 @@ def console_script(name: str) -> str:
     if not path.exists():
         raise ServiceError(f"{name} is not installed next to {sys.executable} (make dev installs it)")
     return str(path)
+
+
+def run_to_exit(
+    command: str | Sequence[str], env: Mapping[str, str], timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run a service that should refuse to start (a bad setting exits 2 before it serves): status and output.
+
+    ``command`` is a console script's name, or a whole argv. It never serves, so it gets no port, log file
+    or readiness wait; ``subprocess.run`` reads both pipes to the end, so neither can fill.
+    """
+    argv = [console_script(command)] if isinstance(command, str) else list(command)
+    return subprocess.run(
+        argv, env={**clean_environment(), **env}, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 # --- metrics ----------------------------------------------------------------------------------------
