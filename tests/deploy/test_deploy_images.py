@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tomllib
 import zipfile
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +26,7 @@ import restricted
 import yaml
 from deploy_support import ROOT, SERVICES, run, tool
 from loopback import free_port
+from services import Service, Stack
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 EXPECTED_PORTS = {"generator": {50051, 9464}, "streamer": {8080}, "operator": {8081}}
@@ -221,48 +219,20 @@ async def wait_healthy(command: list[str], env: dict[str, str], timeout: float =
         await asyncio.sleep(0.2)
 
 
-@pytest.fixture
-async def service_env(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    yield {
-        **os.environ,
-        "GENERATOR_PORT": str(free_port()),
-        "GENERATOR_METRICS_PORT": "0",
-        "STREAMER_PORT": str(free_port()),
-        "LOG_LEVEL": "warning",
-    }
-
-
-async def start(script: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / script),
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-async def stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), timeout=30)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-
 @pytest.mark.parametrize("service", ["generator", "streamer"])
 async def test_the_image_healthcheck_passes_on_the_running_service_and_fails_without_it(
-    service: str, service_env: dict[str, str]
+    service: str, stack: Stack
 ) -> None:
     command = healthcheck(service)
     assert compose_healthcheck(service)[1:] == command[1:], "compose checks health the same way as the image"
-    env = dict(service_env)
-    if service == "streamer":
-        env["STREAMER_GENERATOR_ADDRESS"] = f"127.0.0.1:{env['GENERATOR_PORT']}"  # nothing there: degraded, alive
-    process = await start(f"pulsestream-{service}", env)
+    running: Service
+    if service == "generator":
+        running = stack.generator(start=False, GENERATOR_METRICS_PORT="0", LOG_LEVEL="warning")
+    else:  # nothing at its generator address: degraded, alive
+        running = stack.streamer(f"127.0.0.1:{free_port()}", start=False, LOG_LEVEL="warning")
+    running.start()  # the image's HEALTHCHECK is the readiness check under test here
     try:
-        await wait_healthy(command, env)
+        await wait_healthy(command, running.env)
     finally:
-        await stop(process)
-    assert await probe(command, env) != 0, "with the service gone the check must fail"
+        await running.aio.stop(30)
+    assert await probe(command, running.env) != 0, "with the service gone the check must fail"

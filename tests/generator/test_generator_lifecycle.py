@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 from generator_streams import StartGenerator, read_messages
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loopback import free_port
 from pulsestream_generator.server import GeneratorApp
 from pulsestream_generator.settings import GeneratorSettings
+from services import Generator, run_to_exit
 
 from pulsestream.envsettings import SettingsError
 from pulsestream.refusals import Reason, refusal_of
@@ -28,7 +28,6 @@ from pulsestream.v1 import random_pb2, random_pb2_grpc, timeseries_pb2, timeseri
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-SCRIPT = Path(sys.executable).parent / "pulsestream-generator"
 
 
 async def check(channel: grpc.aio.Channel, service: str) -> int:
@@ -100,66 +99,43 @@ async def test_stream_lifecycle_is_logged_at_debug_level(
     assert "series" in rejected.getMessage()
 
 
-async def wait_serving(address: str, proc: asyncio.subprocess.Process, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
-        while time.monotonic() < deadline:
-            assert proc.returncode is None, "generator exited during start-up"
-            try:
-                if await check(channel, "") == SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"generator at {address} never reported SERVING")
-
-
 async def test_sigterm_drains_the_real_process_within_the_grace_period(tmp_path: Path) -> None:
-    if not SCRIPT.exists():
-        pytest.fail(f"{SCRIPT} missing: run `make install`")
-    port, metrics_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "GENERATOR_PORT": str(port),
-        "GENERATOR_METRICS_PORT": str(metrics_port),
-        "GENERATOR_FREQUENCY": "20ms",
-        "GENERATOR_RETENTION": "30s",
-        "GENERATOR_GRACE_PERIOD": "5s",
-        "LOG_LEVEL": "debug",
-        "PULSESTREAM_SETTINGS_FILE": "",
-    }
-    stderr = (tmp_path / "stderr.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(str(SCRIPT), env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    generator = Generator(
+        free_port(),
+        tmp_path / "stderr.log",
+        {
+            "GENERATOR_FREQUENCY": "20ms",
+            "GENERATOR_RETENTION": "30s",
+            "GENERATOR_GRACE_PERIOD": "5s",
+            "LOG_LEVEL": "debug",
+        },
+        stdout=tmp_path / "stdout.log",
+    )
     try:
-        address = f"127.0.0.1:{port}"
-        await wait_serving(address, proc)
-        async with httpx.AsyncClient() as http:
-            metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
-        assert "pulsestream_generator_points_produced_total" in metrics
-        async with grpc.aio.insecure_channel(address) as channel:
+        generator.start()
+        await generator.aio.wait_ready()
+        metrics = await generator.aio.metrics()
+        assert "pulsestream_generator_points_produced_total" in {sample.name for sample in metrics.samples}
+        async with grpc.aio.insecure_channel(generator.address) as channel:
             call = timeseries_pb2_grpc.TimeSeriesServiceStub(channel).Subscribe(
                 timeseries_pb2.SubscribeRequest(series=["cpu", "latency"])
             )
             await read_messages(call, 3)
             sent_at = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
+            generator.signal(signal.SIGTERM)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 async with asyncio.timeout(5):
                     while True:
                         await call.read()
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "server draining, reconnect" in caught.value.details()
-        async with asyncio.timeout(10):
-            code = await proc.wait()
+        code = await generator.aio.wait_exit(10)
         elapsed = time.monotonic() - sent_at
         assert code == 0
         assert elapsed < 5, f"took {elapsed:.1f}s, beyond the 5s grace period"
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        stderr.close()
-    log = (tmp_path / "stderr.log").read_text()
+        generator.kill()
+    log = generator.log_text()
     for line in (
         "received SIGTERM",
         "draining: health NOT_SERVING",
@@ -173,15 +149,8 @@ async def test_sigterm_drains_the_real_process_within_the_grace_period(tmp_path:
 
 
 def test_a_bad_environment_variable_exits_2_with_a_message_naming_it() -> None:
-    env = {**os.environ, "GENERATOR_FREQUENCY": "fast", "GENERATOR_PORT": "0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pulsestream_generator"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    env = {"GENERATOR_FREQUENCY": "fast", "GENERATOR_PORT": "0"}
+    result = run_to_exit([sys.executable, "-m", "pulsestream_generator"], env, timeout=30)
     assert result.returncode == 2
     assert "GENERATOR_FREQUENCY='fast' is invalid" in result.stderr
 

@@ -11,10 +11,6 @@ equals the StreamConfig's ``status.settingsHash``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +18,14 @@ import grpc
 import httpx
 import pytest
 from emulated_cluster import CONFIGMAPS, NAMESPACE, STREAMCONFIGS, Cluster, StartOperator, eventually
-from loopback import free_port
 from pulsestream_operator.crd import GROUP, PLURAL, VERSION
+from services import Stack
 
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 
 pytestmark = pytest.mark.kmock(cls=Cluster)
 
-BIN = Path(sys.executable).parent
 PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}"
-
-
-@contextlib.asynccontextmanager
-async def service(name: str, env: dict[str, str], log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A service from its console script; SIGTERM and wait on exit."""
-    full = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "LOG_LEVEL": "info", **env}
-    with log.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(
-            str(BIN / f"pulsestream-{name}"), env=full, stdout=output, stderr=asyncio.subprocess.STDOUT
-        )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout=20)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
 
 
 def settings_hash(cluster: Cluster) -> str | None:
@@ -103,7 +78,7 @@ async def statuses(client: httpx.AsyncClient, url: str, count: int) -> list[int]
 
 
 async def test_a_streamconfig_change_reaches_running_services_without_a_restart(
-    cluster: Cluster, start_operator: StartOperator, tmp_path: Path
+    cluster: Cluster, start_operator: StartOperator, tmp_path: Path, stack: Stack
 ) -> None:
     await start_operator()
     body = {
@@ -123,20 +98,15 @@ async def test_a_streamconfig_change_reaches_running_services_without_a_restart(
     mounted = tmp_path / "settings.yaml"
     kubelet_sync(cluster, mounted)
 
-    grpc_port, http_port = free_port(), free_port()
-    common = {"PULSESTREAM_SETTINGS_FILE": str(mounted)}
-    generator_env = {**common, "GENERATOR_PORT": str(grpc_port), "GENERATOR_METRICS_PORT": "0"}
-    generator_env["GENERATOR_SETTINGS_POLL_INTERVAL"] = "100ms"
-    streamer_env = {**common, "STREAMER_PORT": str(http_port), "STREAMER_GENERATOR_ADDRESS": f"127.0.0.1:{grpc_port}"}
-    streamer_env["STREAMER_SETTINGS_POLL_INTERVAL"] = "100ms"
-    health_url = f"http://127.0.0.1:{http_port}/health"
-    series_url = f"http://127.0.0.1:{http_port}/v1/series"
+    # Both services read the file the operator's ConfigMap holds, as both pods mount it.
+    generator = await stack.aio.generator(settings_path=mounted)
+    streamer = await stack.aio.streamer(generator, settings_path=mounted)
+    health_url = f"{streamer.url}/health"
+    series_url = f"{streamer.url}/v1/series"
 
     async with (
-        service("generator", generator_env, tmp_path / "generator.log"),
-        service("streamer", streamer_env, tmp_path / "streamer.log"),
         httpx.AsyncClient(timeout=5) as client,
-        grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
+        grpc.aio.insecure_channel(generator.address) as channel,
     ):
 
         async def streamer_version() -> str | None:

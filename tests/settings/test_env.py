@@ -9,9 +9,6 @@ without one fails the test rather than going untested.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +17,7 @@ import pytest
 from pulsestream_generator.settings import GeneratorSettings
 from pulsestream_operator.settings import OperatorSettings
 from pulsestream_streamer.settings import StreamerSettings
+from services import run_to_exit
 
 from pulsestream.durations import format_seconds, parse_seconds
 from pulsestream.envsettings import EnvSettings, SettingsError, split_list
@@ -206,19 +204,11 @@ def test_the_rate_limit_variables_are_the_base_of_the_live_settings() -> None:
     ],
 )
 def test_a_service_with_a_bad_value_exits_non_zero_with_one_clear_line(command: str, variable: str, value: str) -> None:
-    executable = os.path.join(os.path.dirname(sys.executable), command)
-    env = {"PATH": os.environ.get("PATH", ""), variable: value}
-    result = subprocess.run([executable], env=env, capture_output=True, text=True, timeout=60, check=False)
+    result = run_to_exit(command, {variable: value})
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert variable in lines[0] and repr(value) in lines[0]
-
-
-def _run(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    executable = os.path.join(os.path.dirname(sys.executable), command)
-    full = {"PATH": os.environ.get("PATH", ""), **env}
-    return subprocess.run([executable], env=full, capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.mark.parametrize(
@@ -241,7 +231,7 @@ def _run(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_live_defaults_the_spec_refuses_stop_the_service_with_exit_2_and_one_line(
     command: str, env: dict[str, str], named: list[str]
 ) -> None:
-    result = _run(command, env)
+    result = run_to_exit(command, env)
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -302,7 +292,7 @@ def test_log_level_is_read_in_any_case(model: type[EnvSettings], level: str) -> 
 
 
 def test_a_service_accepts_log_level_as_python_spells_it() -> None:
-    result = _run("pulsestream-generator", {"LOG_LEVEL": "WARNING", "GENERATOR_PORT": "99999"})
+    result = run_to_exit("pulsestream-generator", {"LOG_LEVEL": "WARNING", "GENERATOR_PORT": "99999"})
     # The port is refused, so the process stops at once: LOG_LEVEL=WARNING was not the complaint.
     assert result.returncode == 2 and "GENERATOR_PORT" in result.stderr and "LOG_LEVEL" not in result.stderr
 
