@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import socket
 import subprocess
 import sys
@@ -27,10 +26,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from loopback import free_port
+from services import Generator, Service, ServiceError, StreamerProcess, clean_environment, http_answers
+
 from bench import profiling
 from bench.loadclient import LoadPlan, LoadRun, Tally
 from bench.report import ratios
-from bench.services import Service, ServiceError, cpu_seconds, free_port, grpc_serving, http_healthy, rss_bytes
+from bench.services import cpu_seconds, rss_bytes
 
 TARGETS = ("pulsestream", "reference")
 _BUCKET_MS = {"raw": 0, "1s": 1000, "5s": 5000, "1m": 60000}
@@ -103,39 +105,25 @@ class Scenario:
         }
 
 
-def _base_env() -> dict[str, str]:
-    """The caller's environment without any service setting, quiet logs, and tracing off.
-
-    Tracing is off for every process: the reference has none, and the benchmark measures the
-    data path. Settings the bench needs are added per service below.
-    """
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("GENERATOR_", "STREAMER_", "OTEL_", "PULSESTREAM_"))
-    }
-    env.update({"LOG_LEVEL": "warning", "OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none"})
-    return env
-
-
-def _console_script(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
+#: What every benchmarked process runs with (instead of the tests' short timings): quiet logs, tracing off.
+#: Tracing is off for every process: the reference has none, and the benchmark measures the data path.
+#: Settings the bench needs are added per service below; nothing else of the caller's environment
+#: that a service reads gets through (services.clean_environment).
+BENCH_ENV = {"LOG_LEVEL": "warning", "OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
 
 
 @contextmanager
 def _generator(scenario: Scenario, settings_path: Path, log_dir: Path) -> Iterator[tuple[Service, int]]:
     port = free_port()
-    env = _base_env() | {
-        "GENERATOR_PORT": str(port),
+    env = {
         "GENERATOR_METRICS_PORT": "0",
         "GENERATOR_FREQUENCY": f"{scenario.period_ms}ms",
         # The reference opens one gRPC stream per browser on one channel: allow all of them.
         "GENERATOR_MAX_CONCURRENT_STREAMS": "100000",
-        "PULSESTREAM_SETTINGS_FILE": str(settings_path),
     }
-    with Service("generator", [_console_script("pulsestream-generator")], env, log_dir, _REPO) as service:
-        service.wait_until(grpc_serving(port), 60, "serving")
-        yield service, port
+    generator = Generator(port, log_dir / "generator.log", env, settings=settings_path, defaults=BENCH_ENV, cwd=_REPO)
+    with generator:
+        yield generator, port
 
 
 def _target_service(
@@ -143,26 +131,30 @@ def _target_service(
 ) -> tuple[Service, int]:
     port = free_port()
     if target == "pulsestream":
-        env = _base_env() | {
-            "STREAMER_PORT": str(port),
-            "STREAMER_GENERATOR_ADDRESS": f"127.0.0.1:{gen_port}",
-            "PULSESTREAM_SETTINGS_FILE": str(settings_path),
-        }
-        argv = list(scenario.streamer_command) or [_console_script("pulsestream-streamer")]
-    else:
-        env = _base_env()
-        argv = [
-            sys.executable,
-            "-m",
-            "bench.reference",
-            "--port",
-            str(port),
-            "--generator",
+        streamer = StreamerProcess(
+            port,
+            log_dir / "pulsestream.log",
             f"127.0.0.1:{gen_port}",
-            "--ping",
-            str(_seconds(scenario.heartbeat)),
-        ]
-    return Service(target, argv, env, log_dir, _REPO), port
+            settings=settings_path,
+            defaults=BENCH_ENV,
+            argv=scenario.streamer_command or None,
+            cwd=_REPO,
+        )
+        return streamer, port
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.reference",
+        "--port",
+        str(port),
+        "--generator",
+        f"127.0.0.1:{gen_port}",
+        "--ping",
+        str(_seconds(scenario.heartbeat)),
+    ]
+    env = clean_environment() | BENCH_ENV
+    ready = http_answers(f"http://127.0.0.1:{port}/health")
+    return Service(target, argv, env, port=port, log=log_dir / f"{target}.log", ready=ready, cwd=_REPO), port
 
 
 def _prime(port: int, path: str, seconds: float) -> None:
@@ -206,8 +198,7 @@ def measure_target(
     """Run the scenario's load against one target; returns the row of numbers the report prints."""
     service, port = _target_service(target, scenario, gen_port, settings, logs)
     row: dict[str, Any] = {"target": target, "clients": scenario.clients, "errors": []}
-    with service:
-        service.wait_until(http_healthy(port), 60, "healthy")
+    with service:  # started, and ready when /health answers
         # One short stream first, so lazy start-up work (imports, the first upstream subscription
         # and its history) lands in the baseline rather than in the per-connection memory.
         try:

@@ -1,11 +1,14 @@
-"""The load client's decoding: HTTP heads, chunked bodies, SSE events, latency percentiles."""
+"""The load client's decoding: HTTP heads, chunked bodies, points, latency percentiles.
+
+Its SSE parser is the tests' own, tested in tests/support (test_sse_reads_event_streams_as_a_browser_does).
+"""
 
 import orjson
 import pytest
 
 from bench.histogram import LatencyHistogram
 from bench.loadclient import decode_points
-from bench.wire import ChunkedDecoder, EventParser, WireError, parse_head
+from bench.wire import ChunkedDecoder, WireError, parse_head
 
 
 def test_a_head_is_split_from_the_body_that_follows_it() -> None:
@@ -37,32 +40,6 @@ def test_chunks_decode_whatever_way_the_bytes_are_split() -> None:
 def test_a_bad_chunk_size_is_an_error() -> None:
     with pytest.raises(WireError):
         ChunkedDecoder().feed(b"zz\r\nhello\r\n")
-
-
-@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
-def test_events_comments_and_retry_are_parsed_across_reads(newline: bytes) -> None:
-    stream = newline.join(
-        [
-            b"retry: 2000",
-            b"",
-            b": ping",
-            b"",
-            b"event: points",
-            b"id: 7",
-            b"data: a",
-            b"data: b",
-            b"",
-            b"data: c",
-            b"",
-            b"",
-        ]
-    )
-    for cut in (1, 2, 3, 5, 64):
-        parser = EventParser()
-        events = [event for i in range(0, len(stream), cut) for event in parser.feed(stream[i : i + cut])]
-        assert [(e.type, e.data, e.id) for e in events] == [(b"points", b"a\nb", b"7"), (b"message", b"c", None)]
-        assert parser.comments == 1
-        assert parser.retry == 2000
 
 
 def test_points_are_decoded_with_their_link_to_the_previous_point() -> None:

@@ -68,6 +68,9 @@ __all__ = [
     "StreamerProcess",
     "clean_environment",
     "console_script",
+    "grpc_serving",
+    "http_answers",
+    "http_ok",
     "parse_metrics",
     "run_streamer",
     "run_to_exit",
@@ -301,13 +304,17 @@ class Service:
             )
         return self
 
+    def check_alive(self) -> None:
+        """:class:`ServiceError`, with the end of its log, unless it is running."""
+        if not self.alive():
+            raise ServiceError(f"{self.name} on :{self.port} exited with {self.returncode}:\n{self.log_tail()}")
+
     def wait_ready(self, timeout: float = START_TIMEOUT) -> Self:
         """Until its health says it serves; :class:`ServiceError` if it exits first or time runs out."""
         not_yet = _not_yet()
         deadline = time.monotonic() + timeout
         while True:
-            if not self.alive():
-                raise ServiceError(f"{self.name} on :{self.port} exited with {self.returncode}:\n{self.log_tail()}")
+            self.check_alive()
             with contextlib.suppress(*not_yet):
                 if self._ready():
                     return self

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
@@ -66,8 +66,7 @@ def now_ms() -> int:
 # --- the parser -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RawEvent:
+class RawEvent(NamedTuple):
     """One dispatched event, as bytes: ``type`` (``message`` by default), ``data``, and the block's own ``id``.
 
     ``id`` is the ``id:`` field of this event's block (None when it had none); the id a browser would send
@@ -142,7 +141,7 @@ class EventStreamParser:
     def _block(self, block: bytes) -> RawEvent | None:
         if self.blocks is not None:
             self.blocks.append(block)
-        kind = b""
+        kind = b"message"
         data: list[bytes] = []
         ident: bytes | None = None
         for line in block.split(b"\n"):
@@ -159,7 +158,7 @@ class EventStreamParser:
             if name == b"data":
                 data.append(value)
             elif name == b"event":
-                kind = value
+                kind = value or b"message"
             elif name == b"id":
                 if b"\0" not in value:
                     ident = self.last_event_id = value
@@ -167,7 +166,7 @@ class EventStreamParser:
                 self.retry = int(value)
         if not data:
             return None
-        return RawEvent(kind or b"message", data[0] if len(data) == 1 else b"\n".join(data), ident, block)
+        return RawEvent(kind, data[0] if len(data) == 1 else b"\n".join(data), ident, block)
 
 
 # --- events as tests see them -----------------------------------------------------------------------
