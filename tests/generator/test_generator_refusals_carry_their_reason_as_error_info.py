@@ -3,8 +3,9 @@
 Real servers on port 0, real ``grpc.aio`` clients, and the real grpcurl binary; the reasons are
 read with :func:`pulsestream.refusals.refusal_of`, the same function the streamer uses. Streams
 cut later in their life are checked where those cuts are provoked: a slow subscriber in
-``test_generator_fanout``, draining in ``test_generator_lifecycle``, a removed series in
-``test_generator_live_settings``.
+``test_generator_cuts_a_slow_subscriber_and_keeps_the_others_at_pace``, draining in
+``test_generator_health_drain_and_sigterm_follow_its_lifecycle``, a removed series in
+``test_generator_applies_live_settings_to_open_streams``.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import pytest
 from generator_streams import StartGenerator, now_ms
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpcurl_tool import grpcurl
 from pulsestream_generator.hub import EndReason, StreamEnded
 from pulsestream_generator.query import Query
 from pulsestream_generator.server import GeneratorApp
 from pulsestream_generator.timeseries import _REFUSAL
-from test_generator_grpcurl import grpcurl
 
 from pulsestream.refusals import CODES, DOMAIN, METADATA, Reason, Refusal, refusal_of
 from pulsestream.v1 import random_pb2, random_pb2_grpc, timeseries_pb2, timeseries_pb2_grpc

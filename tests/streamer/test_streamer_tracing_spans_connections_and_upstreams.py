@@ -1,4 +1,4 @@
-"""The tracing modules' own logic, with a private tracer provider and an in-memory exporter.
+"""The streamer's tracing logic, with a private tracer provider and an in-memory exporter.
 
 The process-wide tracer provider is left alone (other tests in this process
 run real apps); each test points the module's tracer at its own provider.
@@ -17,7 +17,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from pulsestream_generator.tracing import peer_attributes
 from pulsestream_streamer.observability import tracing
 
 
@@ -165,19 +164,3 @@ def test_a_connection_that_never_joined_counts_no_events(exporter: InMemorySpanE
     assert attributes["pulsestream.events_sent"] == 0
     assert attributes["pulsestream.end_reason"] == "closed"
     assert span.status.status_code is StatusCode.ERROR
-
-
-@pytest.mark.parametrize(
-    ("peer", "expected"),
-    [
-        (
-            "ipv4:127.0.0.1:5432",
-            {"network.peer.address": "127.0.0.1", "network.peer.port": 5432, "network.type": "ipv4"},
-        ),
-        ("ipv6:[::1]:80", {"network.peer.address": "::1", "network.peer.port": 80, "network.type": "ipv6"}),
-        ("unix:/tmp/s.sock", {"network.peer.address": "/tmp/s.sock", "network.transport": "unix"}),
-        ("", {}),
-    ],
-)
-def test_grpc_peer_strings_become_network_attributes(peer: str, expected: dict[str, object]) -> None:
-    assert peer_attributes(peer) == expected
