@@ -1,4 +1,4 @@
-"""Fixtures every component's tests use: a :class:`~services.Stack` of real service processes.
+"""Fixtures every component's tests use, and the check that keeps the ``fuzz`` marker honest.
 
 The ``stack`` of a test (or the ``module_stack`` of a module) starts generators, streamers and operators
 from their console scripts and stops them all at the end; when the test failed, the end of each log is
@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import is_hypothesis_test
 from services import Stack
 
 
@@ -46,3 +47,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A hypothesis test without ``@pytest.mark.fuzz`` is an error: ``-m "not fuzz"`` must leave none behind."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if is_hypothesis_test(getattr(item, "obj", None)) and item.get_closest_marker("fuzz") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError("hypothesis tests without @pytest.mark.fuzz:\n  " + "\n  ".join(unmarked))

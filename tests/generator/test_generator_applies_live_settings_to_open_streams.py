@@ -84,6 +84,7 @@ async def test_series_added_live_come_with_history_and_removed_ones_end_their_st
         assert refusal_of(caught.value) == Refusal(Reason.UNKNOWN_SERIES, {"field": "series", "series": "memory"})
 
 
+@pytest.mark.fault
 async def test_an_invalid_settings_file_keeps_the_settings_in_force(
     start_generator: StartGenerator, tmp_path: Path
 ) -> None:

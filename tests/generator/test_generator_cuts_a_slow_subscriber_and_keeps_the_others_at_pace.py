@@ -14,6 +14,8 @@ from pulsestream_generator.server import GeneratorApp
 from pulsestream.refusals import Reason, refusal_of
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 
+pytestmark = pytest.mark.fault
+
 SERIES = [f"s{i:02d}" for i in range(40)]  # big messages fill the slow client's transport window quickly
 BUFFER = 8
 

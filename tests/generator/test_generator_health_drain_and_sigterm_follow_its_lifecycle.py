@@ -35,6 +35,7 @@ async def check(channel: grpc.aio.Channel, service: str) -> int:
     return int(response.status)
 
 
+@pytest.mark.fault
 async def test_health_is_serving_then_not_serving_while_draining_and_streams_end_unavailable(
     generator: GeneratorApp,
 ) -> None:
@@ -99,6 +100,7 @@ async def test_stream_lifecycle_is_logged_at_debug_level(
     assert "series" in rejected.getMessage()
 
 
+@pytest.mark.fault
 async def test_sigterm_drains_the_real_process_within_the_grace_period(tmp_path: Path) -> None:
     generator = Generator(
         free_port(),

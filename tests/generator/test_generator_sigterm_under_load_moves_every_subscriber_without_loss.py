@@ -13,11 +13,14 @@ import signal
 import time
 
 import grpc
+import pytest
 from loopback import wait_until
 from services import FREQUENCY_MS, Stack
 from sse import EventSource, assert_continuous, following, gaps_and_duplicates
 
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
+
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 PATHS = [
     "/v1/stream?series=cpu,memory&window=1s",

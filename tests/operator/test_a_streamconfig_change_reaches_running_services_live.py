@@ -23,7 +23,7 @@ from services import Stack
 
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 
-pytestmark = pytest.mark.kmock(cls=Cluster)
+pytestmark = [pytest.mark.kmock(cls=Cluster), pytest.mark.e2e]
 
 PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}"
 

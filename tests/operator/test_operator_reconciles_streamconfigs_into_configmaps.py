@@ -210,6 +210,7 @@ async def test_deleting_the_streamconfig_leaves_only_objects_it_owns(
         assert uids == [created["metadata"]["uid"]], (resource, name)
 
 
+@pytest.mark.fault
 async def test_a_restarted_operator_changes_nothing_that_is_already_right(
     cluster: Cluster, start_operator: StartOperator, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -314,6 +315,7 @@ async def test_a_configmap_controlled_by_someone_else_is_not_overwritten(
     assert configmap(cluster)["data"] == {"settings.yaml": "frequency: 1s\n"}
 
 
+@pytest.mark.fault
 async def test_an_api_error_is_retried_until_the_reconcile_succeeds(
     cluster: Cluster, start_operator: StartOperator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -351,6 +353,7 @@ async def test_a_configmap_someone_made_by_hand_is_not_taken_over(
     assert not configmap(cluster)["metadata"].get("ownerReferences")
 
 
+@pytest.mark.fault
 async def test_a_roll_that_failed_after_the_configmap_changed_is_finished_by_the_retry(
     cluster: Cluster, start_operator: StartOperator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -378,6 +381,7 @@ async def test_a_roll_that_failed_after_the_configmap_changed_is_finished_by_the
     assert rolled_to(cluster, "pulsestream-streamer") == new_hash
 
 
+@pytest.mark.fault
 async def test_a_non_json_error_page_is_an_api_error_retried_with_its_status(
     cluster: Cluster, start_operator: StartOperator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

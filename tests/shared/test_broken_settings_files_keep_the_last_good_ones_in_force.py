@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import grpc
+import pytest
 import yaml
 from google.protobuf import duration_pb2
 from loopback import wait_until
@@ -18,6 +19,8 @@ from services import OPEN_LIMITS, Generator, Service, Stack
 from sse import EventSource, assert_continuous, following
 
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
+
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 
 async def _retention_s(generator: Generator) -> float:

@@ -17,6 +17,8 @@ from loopback import wait_for
 from services import Generator, Stack, StreamerProcess
 from sse import iter_events
 
+pytestmark = pytest.mark.e2e
+
 
 def _configmap_volume(directory: Path, document: dict[str, Any]) -> Path:
     """Lay out a directory as kubelet mounts a ConfigMap: settings.yaml -> ..data/settings.yaml -> ..v1."""
@@ -86,6 +88,7 @@ def test_a_frequency_change_reaches_an_open_stream_without_a_reconnect(
     assert generator.alive() and streamer.alive()
 
 
+@pytest.mark.fault
 def test_an_invalid_settings_file_keeps_the_last_good_settings_and_health_shows_why(streamer: StreamerProcess) -> None:
     good = {"flushInterval": "20ms"}
     version = streamer.version_of(good)
@@ -104,6 +107,7 @@ def test_an_invalid_settings_file_keeps_the_last_good_settings_and_health_shows_
     assert streamer.health().get("settings_error") is None
 
 
+@pytest.mark.fault
 def test_a_file_breaking_a_cross_field_rule_is_refused_by_both_running_services(
     generator: Generator, streamer: StreamerProcess, volume: Path
 ) -> None:

@@ -23,6 +23,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from services import Stack
 from sse import read_stream
 
+pytestmark = pytest.mark.e2e
+
 SUBSCRIBE = "pulsestream.v1.TimeSeriesService/Subscribe"
 
 

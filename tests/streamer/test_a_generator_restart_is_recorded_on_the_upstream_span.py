@@ -6,6 +6,7 @@ import secrets
 from typing import Any
 
 import httpx
+import pytest
 from loopback import wait_for
 from services import Generator, Stack, StreamerProcess, run_to_exit
 from sse import iter_events
@@ -19,6 +20,8 @@ def upstream_streams(streamer: StreamerProcess) -> int:
     return int(streamer.health()["upstream_detail"]["streams"])
 
 
+@pytest.mark.e2e
+@pytest.mark.fault
 def test_a_generator_restart_is_recorded_as_events_on_the_same_upstream_span(stack: Stack) -> None:
     generator = stack.generator(**TRACING_ENV)
     streamer = stack.streamer(generator, STREAMER_HUB_LINGER="0ms", **TRACING_ENV)

@@ -14,6 +14,8 @@ import pytest
 from loopback import wait_for
 from services import Generator, Stack, StreamerProcess
 
+pytestmark = pytest.mark.e2e
+
 KEYS = ["alpha-key-0001", "beta-key-0002", "gamma-key-0003", "delta-key-0004", "eps-key-0005"]
 FILE_KEY = "file-key-0001"
 WRONG = "wrong-key-9999"

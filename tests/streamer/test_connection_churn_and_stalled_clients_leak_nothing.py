@@ -28,6 +28,8 @@ from loopback import wait_until
 from services import Stack, StreamerProcess
 from sse import Connection, EventSource, following
 
+pytestmark = pytest.mark.e2e
+
 STREAMS = [
     "/v1/stream?series=cpu&window=1s",
     "/v1/stream?series=cpu,memory&window=2s",
@@ -239,10 +241,12 @@ async def _stalled_among(stack: Stack, clients: int, stalled: int, events_each: 
     assert growth_mib < 32, f"RSS grew {growth_mib:.1f} MiB while {stalled} clients stalled"
 
 
+@pytest.mark.fault
 async def test_stalled_clients_are_cut_off_and_do_not_slow_the_others(stack: Stack) -> None:
     await _stalled_among(stack, clients=100, stalled=10, events_each=60, flush="50ms")
 
 
+@pytest.mark.fault
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_soak_a_hundred_stalled_among_a_thousand_do_not_slow_the_others(stack: Stack) -> None:

@@ -25,7 +25,7 @@ from sse import assert_contiguous
 
 from pulsestream.spec import RESOLUTIONS
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps calling hosts this machine cannot reach.
@@ -250,6 +250,7 @@ async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on
     assert page_errors == []
 
 
+@pytest.mark.fault
 async def test_dashboard_shows_upstream_trouble_then_resumes_without_gap_when_the_generator_restarts(
     dashboard: Dashboard,
 ) -> None:

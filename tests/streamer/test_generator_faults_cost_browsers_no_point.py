@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from loopback import wait_until
 from services import Stack
 from sse import EventSource, assert_continuous, following
+
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 PATH = "/v1/stream?series=cpu,memory&window=1s"
 OTHER = "/v1/stream?series=latency&window=1s"

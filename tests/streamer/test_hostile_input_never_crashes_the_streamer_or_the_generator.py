@@ -35,6 +35,8 @@ from services import Generator, Stack, StreamerProcess
 
 from pulsestream.v1 import random_pb2, random_pb2_grpc, timeseries_pb2, timeseries_pb2_grpc
 
+pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
+
 SERIES = ["cpu", "memory", "requests", "latency"]
 PARAMETERS = {"series", "resolution", "window", "format", "lastEventId", "api_key"}
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from loopback import wait_for
 from services import Generator, Service, StreamerProcess
 from sse import iter_events
+
+pytestmark = pytest.mark.e2e
 
 #: What the observability issue asks each service to expose (sample names as the parser reports them).
 STREAMER = {

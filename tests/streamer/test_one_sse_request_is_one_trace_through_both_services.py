@@ -20,6 +20,8 @@ from services import Generator, Service, StreamerProcess
 from sse import Event, iter_events, read_stream
 from traces import hex_id, spans
 
+pytestmark = pytest.mark.e2e
+
 SUBSCRIBE = "pulsestream.v1.TimeSeriesService/Subscribe"
 SERIES = ["cpu", "memory"]
 

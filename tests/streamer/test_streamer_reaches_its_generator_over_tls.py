@@ -15,6 +15,8 @@ from loopback import wait_for
 from services import Generator, Stack
 from sse import iter_events
 
+pytestmark = pytest.mark.e2e
+
 
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)

@@ -14,9 +14,12 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
 from loopback import wait_until
 from services import FREQUENCY_MS, Stack
 from sse import EventSource, assert_continuous, following, now_ms
+
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 PATHS = [
     "/v1/stream?series=cpu,memory&window=1s",

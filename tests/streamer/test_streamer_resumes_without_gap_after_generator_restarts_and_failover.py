@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from loopback import free_port, wait_until
 from services import Generator, run_streamer
 from sse import Event, assert_contiguous, seqs_by_series, sse
+
+pytestmark = pytest.mark.fault
 
 
 async def test_generator_killed_and_restarted_mid_stream_resumes_without_gap(tmp_path: Path) -> None:

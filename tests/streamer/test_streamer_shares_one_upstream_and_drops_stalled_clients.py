@@ -7,6 +7,7 @@ import contextlib
 import socket
 import time
 
+import pytest
 from loopback import wait_until
 from pulsestream_streamer.core import cursor
 from services import Generator, Streamer, run_streamer
@@ -55,6 +56,7 @@ def _stalled_client(port: int, path: str) -> socket.socket:
     return sock
 
 
+@pytest.mark.fault
 async def test_a_stalled_client_is_dropped_without_delaying_others_and_its_memory_stays_bounded(
     generator: Generator,
 ) -> None:

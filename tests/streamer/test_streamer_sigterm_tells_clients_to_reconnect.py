@@ -5,8 +5,11 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
 from services import Generator, Stack
 from sse import sse
+
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 
 async def test_sigterm_tells_clients_to_reconnect_and_exits(generator: Generator, stack: Stack) -> None:
