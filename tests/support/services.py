@@ -646,7 +646,8 @@ class Stack:
         path.write_text(yaml.safe_dump(dict(document)), encoding="utf-8")
         return path
 
-    def _add(self, service: S, start: bool) -> S:
+    def add(self, service: S, start: bool = True) -> S:
+        """Stop ``service`` with the others; start it and wait until it is ready unless ``start`` is False."""
         self.services.append(service)
         if start:
             service.start().wait_ready()
@@ -669,7 +670,7 @@ class Stack:
         generator = Generator(
             port, stem.with_suffix(".log"), env, settings=path, tls_ca=tls_ca, stdout=stem.with_suffix(".out")
         )
-        return self._add(generator, start)
+        return self.add(generator, start)
 
     def streamer(
         self,
@@ -688,12 +689,12 @@ class Stack:
         streamer = StreamerProcess(
             port, stem.with_suffix(".log"), upstream, env, settings=path, stdout=stem.with_suffix(".out")
         )
-        return self._add(streamer, start)
+        return self.add(streamer, start)
 
     def operator(self, *, port: int | None = None, start: bool = True, **env: str) -> Operator:
         port = port or free_port()
         stem = self._stem("operator", port)
-        return self._add(Operator(port, stem.with_suffix(".log"), env, stdout=stem.with_suffix(".out")), start)
+        return self.add(Operator(port, stem.with_suffix(".log"), env, stdout=stem.with_suffix(".out")), start)
 
     def stop_all(self) -> None:
         for service in sorted(self.services, key=lambda s: s.name != "streamer"):
