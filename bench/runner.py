@@ -185,6 +185,34 @@ def _sleep_until(deadline: float, services: Sequence[Service]) -> None:
         time.sleep(min(left, 0.2))
 
 
+def _connect_all(load: LoadRun, service: Service, clients: int) -> float:
+    """Wait for every connection, but not past a deadline, nor 20 s without progress; the seconds it took.
+
+    A saturated target is then measured with the connections it accepted.
+    """
+    started = time.time()
+    deadline = started + 60 + clients / 100
+    progress, progress_at = -1, time.time()
+    while (done := load.opened() + load.failed()) < clients and time.time() < deadline:
+        service.check_alive()
+        if done != progress:
+            progress, progress_at = done, time.time()
+        if not load.alive() or time.time() - progress_at > 20:
+            break
+        time.sleep(0.05)
+    return round(time.time() - started, 2)
+
+
+def _profile_summary(sampler: subprocess.Popen[bytes], path: Path) -> dict[str, Any] | None:
+    """Wait for py-spy to finish sampling; what its profile says, if it wrote one."""
+    try:
+        sampler.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        sampler.kill()
+        sampler.wait()
+    return {"file": str(path), **profiling.summarise(path.read_text())} if path.exists() else None
+
+
 def measure_target(
     target: str,
     scenario: Scenario,
@@ -217,19 +245,7 @@ def measure_target(
             max_duration=120 + scenario.duration + scenario.warmup + scenario.clients / 50,
         )
         with LoadRun(plan, scenario.processes()) as load:
-            connect_started = time.time()
-            # Wait for every connection, but not past a deadline, nor 20 s without progress:
-            # a saturated target is then measured with the connections it accepted.
-            deadline = connect_started + 60 + scenario.clients / 100
-            progress, progress_at = -1, time.time()
-            while (done := load.opened() + load.failed()) < scenario.clients and time.time() < deadline:
-                service.check_alive()
-                if done != progress:
-                    progress, progress_at = done, time.time()
-                if not load.alive() or time.time() - progress_at > 20:
-                    break
-                time.sleep(0.05)
-            row["connect_seconds"] = round(time.time() - connect_started, 2)
+            row["connect_seconds"] = _connect_all(load, service, scenario.clients)
             start = time.time() + scenario.warmup
             end = start + scenario.duration
             load.control.set_window(start, end)
@@ -244,14 +260,8 @@ def measure_target(
             cpu1, gen_cpu1 = cpu_seconds(service.pid), cpu_seconds(gen.pid)
             load_cpu1 = sum(cpu_seconds(pid) for pid in load.pids)
             rss_end = rss_bytes(service.pid)
-            if sampler is not None:
-                try:
-                    sampler.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    sampler.kill()
-                    sampler.wait()
-                if profile_path.exists():
-                    row["profile"] = {"file": str(profile_path), **profiling.summarise(profile_path.read_text())}
+            if sampler is not None and (profile := _profile_summary(sampler, profile_path)) is not None:
+                row["profile"] = profile
             tally = load.collect(timeout=30 + scenario.clients / 200)
     row.update(_numbers(scenario, tally, cpu1 - cpu0, rss_end - rss_base, rss_base))
     if tally.refused or tally.closed_early:

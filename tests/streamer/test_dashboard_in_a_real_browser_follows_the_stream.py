@@ -181,10 +181,8 @@ async def assert_chart_and_table(page: Page, series: list[str], aggregated: bool
     assert await page.locator("#legend li").count() == len(series)
 
 
-async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on_resolution_change(
-    dashboard: Dashboard,
-) -> None:
-    streamer_url = dashboard.base
+async def served_catalogue(streamer_url: str) -> tuple[list[str], list[str]]:
+    """The series and resolutions ``/v1/series`` serves, which the page must show; and what it needs besides."""
     async with httpx.AsyncClient(timeout=5) as client:
         # The API is closed without a key, so a filled page proves it passed ?api_key= to /v1.
         assert (await client.get(f"{streamer_url}/v1/series")).status_code == 401
@@ -195,8 +193,16 @@ async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on
     entries = listed if isinstance(listed, list) else listed["series"]
     series = [entry["name"] for entry in entries]
     assert series
-    served = entries[0]["resolutions"]
+    served: list[str] = entries[0]["resolutions"]
     assert served == list(RESOLUTIONS), "the generator serves the shared spec's resolutions"
+    return series, served
+
+
+async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on_resolution_change(
+    dashboard: Dashboard,
+) -> None:
+    streamer_url = dashboard.base
+    series, served = await served_catalogue(streamer_url)
 
     page_errors: list[str] = []
     async with async_playwright() as playwright:
