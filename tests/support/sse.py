@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -356,7 +356,7 @@ class Connection:
 
     def stop_reading(self) -> None:
         """Read nothing more, from now on: what the server sends piles up in the kernel's buffers only."""
-        self.writer.transport.pause_reading()
+        cast(asyncio.Transport, self.writer.transport).pause_reading()  # a socket transport reads too
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
