@@ -3,21 +3,22 @@
 On pytest's ``pythonpath`` (and the benchmark's, see ``bench/__init__.py``): ``from services import Stack``.
 
 - :class:`Generator`, :class:`StreamerProcess`, :class:`Operator`: one process each, from its console script
-  (``pulsestream-generator``, ``-streamer``, ``-operator``), configured only by environment variables, on
-  free loopback ports. Nothing of the caller's environment that a service reads gets through
-  (:func:`clean_environment`); the test timings (:attr:`Service.TEST_ENV`) come first, the test's own
-  variables last. stderr (the logs) goes to a file, stdout to that file or another: never a pipe nobody
-  reads, which stalls a service once the pipe's buffer fills. A service is ready when its health says so
-  (generator: ``grpc.health.v1`` Check ``SERVING``; streamer: ``GET /health`` answers; operator: kopf's
-  liveness ``GET /healthz``). One that dies or never gets ready raises :class:`ServiceError` with the end
-  of its log. :meth:`~Service.stop` is SIGTERM, a grace period, SIGKILL; :meth:`~Service.kill` is SIGKILL;
-  :meth:`~Service.start` after either starts it again on the same port, appending to the same log.
+  (``pulsestream-generator``, ``-streamer``, ``-operator``), configured only by environment variables, on free
+  loopback ports. Nothing of the caller's environment that a service reads gets through (:func:`clean_environment`);
+  the defaults (each kind's short test timings, ``TEST_ENV``, or the benchmark's own) come first, the test's own
+  variables last. stderr (the logs) goes to a file, stdout to that file or another: never a pipe nobody reads, which
+  stalls a service once the pipe's buffer fills. A service is ready when its health says so (generator:
+  ``grpc.health.v1`` Check ``SERVING``; streamer: ``GET /health`` answers; operator: kopf's liveness ``GET
+  /healthz``). One that dies or never gets ready raises :class:`ServiceError` with the end of its log.
+  :meth:`~Service.stop` is SIGTERM, a grace period, SIGKILL; :meth:`~Service.kill` is SIGKILL; :meth:`~Service.start`
+  after either starts it again on the same port, appending to the same log.
 - :class:`Stack`: the services of one test (or module), with their settings files, stopped together,
   streamers first; the ``stack`` and ``module_stack`` fixtures (``tests/conftest.py``) hand one out.
 - :func:`run_streamer` / :class:`Streamer`: the real streamer app under the real uvicorn server in the
   test's own event loop, for tests that look at its hub and registry.
 - :func:`parse_metrics` / :class:`Metrics`: the one reading of Prometheus text (``prometheus_client``'s
   parser); :meth:`Service.metric` and :meth:`Streamer.metric` read one sample with it.
+- :func:`run_to_exit`: a service that should refuse to start (a bad setting), run to its end, output kept.
 
 Sync and async: a call that waits (readiness, exit, stop, health, metrics) blocks the calling thread, which
 is what sync tests, fixtures, threads and the benchmark want. An async test makes the same call through the
@@ -43,9 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
+import grpc
 import httpx
 import orjson
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loopback import free_port, port_open, wait_until
 from processes import stop_process
 from prometheus_client.metrics_core import Metric
@@ -88,6 +91,7 @@ OPEN_LIMITS: dict[str, Any] = {
 #: What a service reads from its environment, besides the basics (PATH, HOME, locale, TMPDIR).
 _SERVICE_VARIABLES = ("GENERATOR_", "STREAMER_", "OPERATOR_", "PULSESTREAM_", "OTEL_", "LOG_", "KUBECONFIG")
 _POLL = 0.05
+S = TypeVar("S", bound="Service")
 
 
 class ServiceError(RuntimeError):
@@ -166,9 +170,6 @@ def grpc_serving(port: int, root_certificates: Path | None = None) -> Callable[[
     """``grpc.health.v1.Health/Check`` for the whole server (``""``) says SERVING (over TLS with this CA)."""
 
     def check() -> bool:
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
         if not port_open(port):
             return False
         target = f"127.0.0.1:{port}"
@@ -203,13 +204,8 @@ def http_ok(url: str) -> Callable[[], bool]:
     return lambda: httpx.get(url, timeout=2.0).status_code == 200
 
 
-_NOT_YET = (OSError, ValueError, httpx.HTTPError)
-
-
-def _not_yet() -> tuple[type[BaseException], ...]:
-    import grpc
-
-    return (*_NOT_YET, grpc.RpcError)
+#: What a probe raises while a service is still starting: refused, reset, half an answer, UNAVAILABLE.
+_NOT_YET = (OSError, ValueError, httpx.HTTPError, grpc.RpcError)
 
 
 # --- one process ------------------------------------------------------------------------------------
@@ -311,11 +307,10 @@ class Service:
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> Self:
         """Until its health says it serves; :class:`ServiceError` if it exits first or time runs out."""
-        not_yet = _not_yet()
         deadline = time.monotonic() + timeout
         while True:
             self.check_alive()
-            with contextlib.suppress(*not_yet):
+            with contextlib.suppress(*_NOT_YET):
                 if self._ready():
                     return self
             if time.monotonic() > deadline:
@@ -617,9 +612,6 @@ class Operator(Service):
             ready=http_ok(f"http://127.0.0.1:{port}/healthz"),
             stdout=stdout,
         )
-
-
-S = TypeVar("S", bound=Service)
 
 
 # --- several of them --------------------------------------------------------------------------------
