@@ -29,15 +29,18 @@ def test_make_run_serves_the_dashboard_from_both_services_and_stops_both_on_sigt
     env = _ports_env()
     generator_port, streamer_port = int(env["GENERATOR_PORT"]), int(env["STREAMER_PORT"])
     url = f"http://127.0.0.1:{streamer_port}"
+    log = stack.directory / "run.log"
     run = Service(
         "run",
         [console_script("pulsestream-run")],
         clean_environment() | env,
         port=streamer_port,
-        log=stack.directory / "run.log",
-        ready=http_answers(url + "/health"),
+        log=log,
+        # Ready when it says so: it prints the URLs once both services accept connections.
+        ready=lambda: "pulsestream is running" in log.read_text(),
     )
-    stack.add(run)  # ready once the streamer it started answers /health
+    stack.add(run)
+    assert http_answers(url + "/health")(), "the streamer it started answers"
     assert grpc_serving(generator_port)(), "the generator it started is SERVING"
     listed = httpx.get(url + "/v1/series", timeout=10)
     assert listed.status_code == 200
