@@ -516,6 +516,10 @@ class Generator(Service):
         port = int(self.env.get("GENERATOR_METRICS_PORT") or 0)
         return f"http://127.0.0.1:{port}/metrics" if port else None
 
+    def wait_serving(self, timeout: float = START_TIMEOUT) -> Self:
+        """:meth:`wait_ready`, by the name the streamer tests' harness gave it (kept for branches that use it)."""
+        return self.wait_ready(timeout)
+
 
 class StreamerProcess(Service):
     """``pulsestream-streamer`` on ``http://127.0.0.1:port`` in front of ``upstream``; ready when /health answers.
