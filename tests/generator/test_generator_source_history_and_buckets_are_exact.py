@@ -99,7 +99,6 @@ def test_a_series_added_later_gets_values_for_every_held_tick() -> None:
     assert history.series == ["b"]
 
 
-@pytest.mark.fuzz
 @given(
     steps=st.lists(st.integers(min_value=1, max_value=3_000), min_size=1, max_size=300),
     width=st.sampled_from([1_000, 5_000, 60_000]),

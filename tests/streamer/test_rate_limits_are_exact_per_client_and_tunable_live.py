@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pulsestream_streamer.access.ratelimit import STREAM_RETRY_AFTER, RateLimiter, retry_after_header
@@ -109,7 +108,6 @@ def test_clients_with_open_streams_are_kept_and_memory_stays_bounded() -> None:
     assert limiter.streams("streamer") == 1
 
 
-@pytest.mark.fuzz
 @settings(max_examples=200, deadline=None)
 @given(
     rps=st.floats(min_value=0.1, max_value=1000),
@@ -130,7 +128,6 @@ def test_a_client_never_gets_more_than_burst_plus_rate_times_elapsed(rps: float,
             assert j - i + 1 <= burst + rps * (allowed[j] - allowed[i]) + 1e-6
 
 
-@pytest.mark.fuzz
 @settings(max_examples=100, deadline=None)
 @given(gaps=st.lists(st.floats(min_value=0, max_value=1), min_size=1, max_size=100))
 def test_a_refused_request_is_allowed_after_the_retry_after_it_was_given(gaps: list[float]) -> None:

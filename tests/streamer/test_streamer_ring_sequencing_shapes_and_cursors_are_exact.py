@@ -98,7 +98,6 @@ def test_sequencer_reorders_within_the_window_and_reports_a_gap_beyond() -> None
     assert not seq.gap
 
 
-@pytest.mark.fuzz
 @given(st.lists(st.integers(min_value=0, max_value=39), max_size=120), st.randoms(use_true_random=False))
 @settings(max_examples=200, deadline=None)
 def test_sequencer_output_is_strictly_increasing_and_contiguous(picks: list[int], rng: random.Random) -> None:
@@ -195,7 +194,6 @@ positions = st.dictionaries(
 )
 
 
-@pytest.mark.fuzz
 @given(st.sampled_from(["raw", "1s", "5s", "1m"]), positions)
 def test_cursor_round_trips(resolution: str, where: dict[str, int]) -> None:
     text = cursors.encode(resolution, where)
@@ -210,7 +208,6 @@ def test_cursor_is_compact() -> None:
     assert len(text) < 64
 
 
-@pytest.mark.fuzz
 @given(st.binary(max_size=64))
 def test_garbage_is_never_taken_for_a_cursor(data: bytes) -> None:
     import base64
@@ -220,7 +217,6 @@ def test_garbage_is_never_taken_for_a_cursor(data: bytes) -> None:
         cursors.decode(text)
 
 
-@pytest.mark.fuzz
 @given(positions, st.data())
 def test_a_corrupted_cursor_is_detected(where: dict[str, int], data: st.DataObject) -> None:
     text = cursors.encode("raw", where)
