@@ -14,11 +14,13 @@ on 127.0.0.1 and is stopped before it exits; every wait is bounded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -49,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sweep", action="store_true", help="N in 100,1000,5000 x R in 10,100, then idle memory")
     parser.add_argument("--idle", type=int, default=0, metavar="N", help="only the idle-connection memory run")
     parser.add_argument("--smoke", action="store_true", help="3 clients, 2 s: proves the harness works")
+    parser.add_argument(
+        "--scenario",
+        choices=["fanout", "views"],
+        default="fanout",
+        help="fanout: pulsestream vs the reference (default); views: raw vs maxPoints (bytes, first draw, CPU)",
+    )
+    parser.add_argument("--raw-viewers", type=int, default=20, help="views: raw viewers of the 1-hour window")
+    parser.add_argument("--reduced-viewers", type=int, default=1000, help="views: maxPoints viewers of it")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown ('-' = stdout)")
     parser.add_argument("--logs", metavar="DIR", help="keep the services' logs in DIR")
@@ -104,8 +114,38 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _views(args: argparse.Namespace, out: Any) -> int:
+    from bench import views
+
+    with contextlib.ExitStack() as stack:
+        logs = Path(args.logs) if args.logs else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        logs.mkdir(parents=True, exist_ok=True)
+        smoke = args.smoke
+        result = views.run(
+            logs,
+            raw_viewers=2 if smoke else args.raw_viewers,
+            reduced_viewers=5 if smoke else args.reduced_viewers,
+            live=2.0 if smoke else args.duration,
+            repeats=1 if smoke else 3,
+        )
+    table = views.render(result)
+    print(table, file=out, flush=True)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    if args.json:
+        text = json.dumps({"machine": machine(), "command": sys.argv, "views": result}, indent=2, default=str)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.scenario == "views":
+        raise_open_files_limit()
+        return _views(args, sys.stderr if args.json == "-" else sys.stdout)
     targets = list(TARGETS) if args.target == "both" else [args.target]
     raise_open_files_limit()
     out = sys.stderr if args.json == "-" else sys.stdout

@@ -12,7 +12,10 @@ Guarantees:
   their ``base`` value). A file that is missing,
   unreadable or invalid is rejected as a whole; :attr:`SettingsFile.error`
   says why (and is ``None`` again once a good file is read).
-- :meth:`SettingsFile.changes` yields each new valid spec once, in order.
+- :meth:`SettingsFile.changes` yields each new valid spec once, in order,
+  reading and parsing the file in a worker thread, so a large file never
+  stalls the event loop (``/health``, gRPC health) while it is parsed; a file
+  over 1 MiB (a ConfigMap's limit) is refused without being read.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pulsestream.spec import SpecError, StreamSpec, load_spec
-from pulsestream.watchedfile import WatchedFile
+from pulsestream.watchedfile import FileTooLarge, WatchedFile
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,8 @@ class SettingsFile:
             return False
         try:
             raw = self._file.read_if_changed()
+        except FileTooLarge as error:
+            return self._reject(f"settings file too large: {error}")
         except OSError as error:
             return self._reject(f"cannot read {self.path}: {error.strerror or error}")
         if raw is None:
@@ -91,5 +96,5 @@ class SettingsFile:
             await asyncio.Event().wait()  # nothing to watch; park until cancelled
         while True:
             await asyncio.sleep(self.poll_interval)
-            if self.reload():
+            if await asyncio.to_thread(self.reload):
                 yield self._current

@@ -51,10 +51,11 @@ class StreamerSettings(LiveEnvSettings):
         description="Listen backlog: pending TCP connections; large so a reconnect storm of browsers is absorbed.",
     )
     limit_concurrency: int = Field(
-        default=20000,
+        default=16384,
         ge=10,
         description="Most concurrent HTTP connections before new ones get 503; above the 10k SSE clients one pod "
-        "is sized for.",
+        "is sized for, below common file-descriptor limits. Lowered at start (with a warning) to what the "
+        "file-descriptor limit leaves room for, so the process never runs out of descriptors.",
     )
     max_request_head: int = Field(
         default=65536,
@@ -62,6 +63,12 @@ class StreamerSettings(LiveEnvSettings):
         le=16 * 1024 * 1024,
         description="Most bytes of a request line plus headers; a larger head gets 400 with a JSON body before it "
         "is parsed (uvicorn's httptools parser has no limit of its own).",
+    )
+    request_head_timeout: Annotated[Duration, within("1s", "10m")] = Field(
+        default=Duration("10s"),
+        description="Time a connection gets to send a complete request head, from its opening or the first byte "
+        "of its next request; then 408 and closed (nginx's client_header_timeout). Bounds what idle or slowloris "
+        "sockets hold: without it they keep a slot of limit_concurrency forever. Streams are never timed.",
     )
     socket_send_buffer: int = Field(
         default=0,
@@ -95,8 +102,8 @@ class StreamerSettings(LiveEnvSettings):
     )
     protect_health_and_metrics: bool = Field(
         default=False,
-        description="Whether /health and /metrics need an API key too; off so probes and Prometheus scrape "
-        "without one (they are never rate limited).",
+        description="Whether /health, /metrics and the API description (/openapi.json, /redoc) need an API key "
+        "too; off so probes and Prometheus scrape without one (they are never rate limited).",
     )
     cors_allow_credentials: bool = Field(
         default=False,

@@ -156,6 +156,7 @@ def test_over_the_stream_cap_a_client_gets_429_and_others_still_stream(streamer:
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["error"]["code"] == "too_many_streams"
+        assert "STREAMER_MAX_STREAMS_PER_CLIENT" in refused.json()["error"]["message"]  # says what to change
         with two.stream("GET", url, params={"series": "cpu", "api_key": KEYS[1]}) as other:
             assert other.status_code == 200
         assert next(chunks)  # the held stream was never cut

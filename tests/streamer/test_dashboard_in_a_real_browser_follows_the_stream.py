@@ -73,15 +73,29 @@ class Dashboard:
         return self.stack.report()
 
 
-@pytest.fixture
-async def dashboard(stack: Stack) -> Dashboard:
+async def start_dashboard(
+    stack: Stack, generator_env: dict[str, str] | None = None, streamer_env: dict[str, str] | None = None
+) -> Dashboard:
     ARTIFACTS.mkdir(exist_ok=True)
-    generator = await stack.aio.generator(GENERATOR_FREQUENCY="100ms", GENERATOR_GRACE_PERIOD="1s")
-    # The page asks for its default 5-minute window: the streamer's own defaults, not the tests' short ones.
+    generator = await stack.aio.generator(
+        **{"GENERATOR_FREQUENCY": "100ms", "GENERATOR_GRACE_PERIOD": "1s", **(generator_env or {})}
+    )
+    # The page offers windows up to 10 minutes: the streamer's own window defaults, not the tests' short ones.
     streamer = await stack.aio.streamer(
-        generator, STREAMER_API_KEYS=API_KEY, STREAMER_MAX_WINDOW="10m", STREAMER_DEFAULT_WINDOW="5m"
+        generator,
+        **{
+            "STREAMER_API_KEYS": API_KEY,
+            "STREAMER_MAX_WINDOW": "10m",
+            "STREAMER_DEFAULT_WINDOW": "5m",
+            **(streamer_env or {}),
+        },
     )
     return Dashboard(generator, streamer, stack)
+
+
+@pytest.fixture
+async def dashboard(stack: Stack) -> Dashboard:
+    return await start_dashboard(stack)
 
 
 async def active_connections(base: str) -> int:
@@ -213,8 +227,10 @@ async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on
             page.on("console", lambda msg: page_errors.append(msg.text) if msg.type == "error" else None)
             page.set_default_timeout(BROWSER_TIMEOUT_MS)
 
-            await page.goto(f"{streamer_url}/?api_key={API_KEY}")
+            # A 1-minute window: one point per pixel holds every raw tick, so the page gets raw points.
+            await page.goto(f"{streamer_url}/?api_key={API_KEY}&window=1m")
             await wait_for_page(page, dashboard, "raw")
+            assert "maxPoints=" in await page.evaluate("window.pulsestream.state.streamUrl")
             await assert_chart_and_table(page, series, aggregated=False)
             # The resolution picker offers exactly what /v1/series serves, in its order: no list of its own.
             radios = page.locator("#resolution-options input[name=resolution]")
@@ -265,7 +281,7 @@ async def test_dashboard_shows_upstream_trouble_then_resumes_without_gap_when_th
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(BROWSER_TIMEOUT_MS)
-            await page.goto(f"{dashboard.base}/?api_key={API_KEY}&series=cpu")
+            await page.goto(f"{dashboard.base}/?api_key={API_KEY}&series=cpu&window=1m")
             await wait_for_page(page, dashboard, "raw")
             seq_before = int(await page.locator("#latest tbody tr td.seq").inner_text())
 
@@ -293,6 +309,53 @@ async def test_dashboard_shows_upstream_trouble_then_resumes_without_gap_when_th
             seqs: list[int] = await page.evaluate("window.pulsestream.buffers.get('cpu').map((p) => p.seq)")
             assert len(seqs) >= 2, seqs
             assert_contiguous(seqs, step=100)
+        finally:
+            await browser.close()
+
+
+async def test_dashboard_draws_a_ten_minute_window_at_10_ms_within_a_second(stack: Stack) -> None:
+    """Issue 15: 60,000 points per series reduced by the server to about one bucket per pixel."""
+    dashboard = await start_dashboard(
+        stack, {"GENERATOR_FREQUENCY": "10ms", "GENERATOR_RETENTION": "11m"}, {"STREAMER_RING_CAPACITY": "65000"}
+    )
+    # Others already watch these series (warm topics: the history is loaded), as on a running system.
+    async with httpx.AsyncClient(timeout=60) as client:
+        for resolution in ("raw", "1s"):
+            query = {"api_key": API_KEY, "window": "10m", "resolution": resolution, "maxPoints": "10000"}
+            async with client.stream("GET", f"{dashboard.base}/v1/stream", params=query) as reply:
+                async for chunk in reply.aiter_bytes():
+                    if b"event: points" in chunk:
+                        break
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
+            await page.goto(f"{dashboard.base}/?api_key={API_KEY}&window=10m")
+            await page.wait_for_function("window.pulsestream && window.pulsestream.state.firstDrawMs !== null")
+            state = await page.evaluate("({...window.pulsestream.state, meta: undefined})")
+            took = state["firstDrawMs"]
+            print(f"\nfirst draw {took:.0f} ms after navigation, {state['bucketMs']} ms buckets")
+            assert took < 1000, f"first draw after {took:.0f} ms"
+            assert state["maxPoints"] >= 1000 and f"maxPoints={state['maxPoints']}" in state["streamUrl"]
+            assert state["bucketMs"] in (500, 1000), "about one bucket per pixel: 600,000 ms / ~1,200 px"
+            await page.wait_for_function(FILLED, arg=["raw", 100])
+            chart: list[dict[str, Any]] = await page.evaluate(CHART)
+            assert all(100 < lane["points"] <= state["maxPoints"] for lane in chart), chart
+            bands = await page.evaluate(
+                "[...document.querySelectorAll('#chart path.band')].map((b) => (b.getAttribute('d') || '').length)"
+            )
+            assert bands and all(length > 100 for length in bands), "each lane draws its min-max band"
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-10m-at-10ms.png"), full_page=True)
+
+            # Switching window stays instant: a new stream, a new width, drawn at once.
+            await page.select_option("#window", "5m")
+            await page.wait_for_function(
+                "window.pulsestream.state.opens === 2 && window.pulsestream.state.openDrawMs !== null"
+            )
+            switched = await page.evaluate("({...window.pulsestream.state, meta: undefined})")
+            assert switched["bucketMs"] < state["bucketMs"], "a narrower window gets narrower buckets"
+            assert switched["openDrawMs"] < 1000, f"redrawn {switched['openDrawMs']:.0f} ms after the switch"
         finally:
             await browser.close()
 

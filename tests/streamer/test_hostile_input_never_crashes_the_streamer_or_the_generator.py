@@ -108,7 +108,8 @@ def _check_response(method: str, path: str, response: httpx.Response, body: byte
             return
         assert kind.startswith("application/json"), where
         document = json.loads(body)
-        assert isinstance(document, dict) and ("error" in document or "detail" in document), where
+        assert isinstance(document, dict) and set(document) == {"error"}, where  # one shape for every 4xx
+        assert document["error"]["code"] and document["error"]["message"], where
         if response.status_code == 400 and path == "/v1/stream":
             assert document["error"]["parameter"] in PARAMETERS, where
             assert document["error"]["message"], where

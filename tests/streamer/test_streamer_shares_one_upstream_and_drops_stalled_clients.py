@@ -7,6 +7,7 @@ import contextlib
 import socket
 import time
 
+import orjson
 import pytest
 from loopback import wait_until
 from pulsestream_streamer.core import cursor
@@ -102,6 +103,7 @@ async def test_a_stalled_client_is_dropped_without_delaying_others_and_its_memor
 async def test_clients_joining_together_share_one_encoded_snapshot(streamer: Streamer) -> None:
     from pulsestream_streamer.core.clock import epoch_ms
     from pulsestream_streamer.core.request import StreamRequest
+    from pulsestream_streamer.fanout.snapshots import Joining, SnapshotReader
 
     async with sse(streamer.url + "/v1/stream?series=cpu,memory&window=30s") as reader:
         await reader.next()
@@ -110,11 +112,17 @@ async def test_clients_joining_together_share_one_encoded_snapshot(streamer: Str
         request = StreamRequest(series=("cpu", "memory"), resolution="raw", window_ms=30_000, fmt="d3")
         now = epoch_ms()
 
-        def snapshot(request: StreamRequest) -> bytes:
-            return feed.snapshot(request, hub.catalogue.current, now_ms=now, resumed=False, retry_ms=2000)
+        def snapshot(request: StreamRequest) -> SnapshotReader:
+            return feed.snapshot(request, hub.catalogue.current, now_ms=now, joining=Joining(), retry_ms=2000)
 
-        first = snapshot(request)
-        again = snapshot(request)
-        assert again is first, "encoded once until the next flush (no await in between)"
-        other_window = snapshot(StreamRequest(("cpu", "memory"), "raw", 10_000, "d3"))
-        assert other_window != first
+        first, again = snapshot(request), snapshot(request)
+        pieces = list(first)
+        assert len(pieces) > 1, "a 30 s window of two series is written in pieces"
+        assert all(len(piece) < 24 * 1024 for piece in pieces), "each piece is about one write buffer"
+        shared = list(again)
+        assert all(a is b for a, b in zip(pieces, shared, strict=True)), "encoded once until the next flush"
+        other_window = snapshot(StreamRequest(("cpu", "memory"), "raw", 10_000, "d3")).whole()
+        assert other_window != b"".join(pieces)
+        body = b"".join(pieces).split(b"data: ", 1)[1]
+        assert body.endswith(b"\n\n") and b"\n" not in body[:-2], "one event, one data line"
+        assert len(orjson.loads(body)["points"]) > 2 * 25_000 // 50

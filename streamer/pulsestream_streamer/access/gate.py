@@ -6,9 +6,9 @@ over), so the stream cap counts exactly the streams that are open; and it
 answers before any route runs, so a refused request costs no parsing, no
 upstream subscription and no log line beyond a debug one.
 
-Per request to ``/v1/*`` (and to ``/health`` and ``/metrics`` when
-``protect_health_and_metrics`` is on, without rate limit or stream cap, so
-probes are never throttled):
+Per request to ``/v1/*`` (and to ``/health``, ``/metrics`` and the OpenAPI
+description when ``protect_health_and_metrics`` is on, without rate limit or
+stream cap, so probes are never throttled):
 
 1. the client is identified (:mod:`.clientid`: an accepted key, else the address);
 2. the client's token bucket must hold a token, else ``429`` + ``Retry-After``
@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from urllib.parse import parse_qsl
 
 import orjson
 from starlette.datastructures import Headers
@@ -38,13 +37,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pulsestream.spec import RateLimit
 from pulsestream_streamer.access.clientid import ClientIdentifier
-from pulsestream_streamer.access.keys import KeyStore, presented_key
+from pulsestream_streamer.access.keys import KeyStore, credential_query, presented_key
 from pulsestream_streamer.access.ratelimit import RateLimiter, retry_after_header
 
 logger = logging.getLogger(__name__)
 
 STREAM_PATH = "/v1/stream"
-PROTECTABLE = ("/health", "/metrics")
+#: Protected too with ``protect_health_and_metrics``: the probes and the API's own description.
+PROTECTABLE = ("/health", "/metrics", "/openapi.json", "/redoc")
 
 
 class AccessGate:
@@ -132,8 +132,7 @@ class AccessMiddleware:
 
         gate = self.gate
         gate.refresh()
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
-        key = presented_key(headers, query)
+        key = presented_key(headers, credential_query(scope.get("query_string", b"")))
         accepted = gate.keys.accepts(key)
         peer = scope.get("client")
         client = gate.clients.identify(
@@ -163,7 +162,11 @@ class AccessMiddleware:
         if wait:
             logger.debug("stream refused: cap reached", extra={"client": client})
             cap = gate.limiter.limits.max_streams_per_client
-            message = f"at most {cap} concurrent streams per client; close one or retry later"
+            message = (
+                f"at most {cap} concurrent streams per client (an API key, else an address: browser tabs and users "
+                "behind one NAT share it); close one, retry later, or raise rateLimit.maxStreamsPerClient "
+                "(STREAMER_MAX_STREAMS_PER_CLIENT)"
+            )
             gate.refused("too_many_streams")
             await _send(send, *_json(429, "too_many_streams", message, _retry(wait)))
             return

@@ -30,6 +30,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 from pulsestream.watchedfile import WatchedFile
 
@@ -48,7 +49,7 @@ class InvalidKeyError(ValueError):
 def parse_keys(text: str, separator: str | None = None) -> list[str]:
     """Split ``text`` into keys: by ``separator`` (``None``: lines, ``#`` comments skipped); blanks dropped.
 
-    Raises :class:`InvalidKeyError` naming the position of a key with characters a Bearer token cannot carry.
+    Raises :class:`InvalidKeyError` naming the position of a key with characters outside the Bearer alphabet.
     """
     if separator is None:
         parts = [line.strip() for line in text.splitlines() if not line.lstrip().startswith("#")]
@@ -58,7 +59,7 @@ def parse_keys(text: str, separator: str | None = None) -> list[str]:
     for index, key in enumerate(keys, start=1):
         if not KEY_PATTERN.match(key):
             raise InvalidKeyError(
-                f"key #{index} has characters a Bearer token cannot carry "
+                f"key #{index} has characters an API key cannot hold "
                 "(allowed: letters, digits, - . _ ~ + / and trailing =)"
             )
     return keys
@@ -66,6 +67,16 @@ def parse_keys(text: str, separator: str | None = None) -> list[str]:
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+def credential_query(raw: bytes) -> dict[str, str]:
+    """The query string's parameters with ``+`` kept as ``+``, as credentials need it.
+
+    Form decoding turns ``+`` into a space, but a key may hold ``+`` (the Bearer alphabet) and
+    never a space: ``?api_key=a+b`` means the key ``a+b``, as does the percent-encoded ``a%2Bb``.
+    """
+    text = raw.decode("latin-1").replace("+", "%2B")
+    return dict(parse_qsl(text, keep_blank_values=True))
 
 
 def presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
@@ -162,7 +173,11 @@ class KeyStore:
         except InvalidKeyError as error:
             return self._reject(f"key file {self.key_file}: {error}")
         if not keys:
-            self._reject(f"key file {self.key_file} holds no keys")
+            # Applied, not rejected: emptying the file is how its keys are revoked.
+            message = f"key file {self.key_file} holds no keys"
+            if message != self._error:
+                logger.warning("API key file emptied: its keys are revoked", extra={"key_file": str(self.key_file)})
+            self._error = message
         else:
             self._error = None
         if tuple(keys) == self._file_keys:

@@ -8,12 +8,17 @@ its cursor alone; nothing is kept per client on the server.
 
 Layout, then base64url without padding::
 
-    version (1 byte) | resolution index (1) | count (varint)
+    version 1 (1 byte) | resolution index (1) | count (varint)
     | per series, sorted by name: name length (varint) | name | base - seq (varint)
     | base = the highest sequence (varint) | CRC-32 of all of the above (4 bytes, big endian)
 
 Storing each sequence as its distance below the highest keeps ids short (the
 sequences of one tick are equal, so most distances are one byte). The CRC
+Version 2 is the same with the bucket width in milliseconds (varint) in
+place of the resolution index: the cursor of a view the streamer builds
+(``maxPoints``, a degraded client; see :mod:`~pulsestream_streamer.core.ladder`).
+Streams at the generator's own resolutions keep writing version 1.
+
 catches truncated or hand-edited ids: :func:`decode` raises
 :class:`CursorError` for anything it cannot vouch for, and the stream then
 starts over with a ``"reset": true`` snapshot rather than guessing.
@@ -28,11 +33,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pulsestream.spec import RESOLUTIONS
+from pulsestream_streamer.core.ladder import GENERATOR_WIDTHS, LADDER_MS, width_name
 
 __all__ = ["Cursor", "CursorError", "decode", "encode"]
 
 VERSION = 1
+VERSION_WIDTH = 2
 _RESOLUTIONS = tuple(RESOLUTIONS)  # index on the wire; append only
+#: Width of every view name a cursor may carry: the generator's resolutions and the ladder.
+WIDTHS: dict[str, int] = {width_name(width): width for width in LADDER_MS} | GENERATOR_WIDTHS
 _MAX_LEN = 4096
 
 
@@ -42,10 +51,15 @@ class CursorError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """A decoded cursor: resolution and the last delivered sequence per series (0 = none yet)."""
+    """A decoded cursor: view (resolution) name and the last delivered sequence per series (0 = none yet)."""
 
     resolution: str
     positions: Mapping[str, int]
+
+    @property
+    def bucket_ms(self) -> int:
+        """Width of the cursor's buckets in milliseconds (0 = raw)."""
+        return WIDTHS[self.resolution]
 
 
 def _varint(value: int, out: bytearray) -> None:
@@ -69,8 +83,12 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def encode(resolution: str, positions: Mapping[str, int]) -> str:
-    """The id for a stream at ``positions`` (series name -> last delivered sequence)."""
-    out = bytearray((VERSION, _RESOLUTIONS.index(resolution)))
+    """The id for a stream of view ``resolution`` at ``positions`` (series name -> last delivered sequence)."""
+    if resolution in RESOLUTIONS:
+        out = bytearray((VERSION, _RESOLUTIONS.index(resolution)))
+    else:
+        out = bytearray((VERSION_WIDTH,))
+        _varint(WIDTHS[resolution], out)
     base = max(positions.values(), default=0)
     _varint(len(positions), out)
     for name in sorted(positions):
@@ -85,6 +103,13 @@ def encode(resolution: str, positions: Mapping[str, int]) -> str:
 
 def decode(text: str) -> Cursor:
     """Read an id produced by :func:`encode`; raise :class:`CursorError` for anything else."""
+    body = _checked_body(text)
+    resolution, pos = _read_resolution(body)
+    return Cursor(resolution, _read_positions(body, pos))
+
+
+def _checked_body(text: str) -> bytes:
+    """The cursor's bytes without their checksum, once the checksum matches."""
     if not text or len(text) > _MAX_LEN:
         raise CursorError("empty or oversized cursor")
     try:
@@ -96,12 +121,27 @@ def decode(text: str) -> Cursor:
     body, check = data[:-4], data[-4:]
     if zlib.crc32(body).to_bytes(4, "big") != check:
         raise CursorError("cursor checksum mismatch")
-    if body[0] != VERSION:
-        raise CursorError(f"cursor version {body[0]} is not supported")
-    if body[1] >= len(_RESOLUTIONS):
-        raise CursorError("unknown resolution in cursor")
-    resolution = _RESOLUTIONS[body[1]]
-    count, pos = _read_varint(body, 2)
+    return body
+
+
+def _read_resolution(body: bytes) -> tuple[str, int]:
+    """The view a cursor is for (a served resolution, or a built width), and where its series start."""
+    if body[0] == VERSION:
+        if body[1] >= len(_RESOLUTIONS):
+            raise CursorError("unknown resolution in cursor")
+        return _RESOLUTIONS[body[1]], 2
+    if body[0] == VERSION_WIDTH:
+        width, pos = _read_varint(body, 1)
+        resolution = width_name(width)
+        if WIDTHS.get(resolution) != width or resolution in RESOLUTIONS:
+            raise CursorError("unknown bucket width in cursor")
+        return resolution, pos
+    raise CursorError(f"cursor version {body[0]} is not supported")
+
+
+def _read_positions(body: bytes, pos: int) -> dict[str, int]:
+    """Series name -> last delivered sequence, from ``pos`` to the end of ``body``."""
+    count, pos = _read_varint(body, pos)
     if count > 256:
         raise CursorError("too many series in cursor")
     distances: dict[str, int] = {}
@@ -121,4 +161,4 @@ def decode(text: str) -> Cursor:
         raise CursorError("trailing bytes in cursor")
     if any(distance > base for distance in distances.values()):
         raise CursorError("inconsistent cursor")
-    return Cursor(resolution, {name: base - distance for name, distance in distances.items()})
+    return {name: base - distance for name, distance in distances.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pulsestream_streamer.core.cursor import Cursor
+from pulsestream_streamer.core.ladder import GENERATOR_WIDTHS, View, view_of
 from pulsestream_streamer.core.shape import Format
 
 __all__ = ["StreamRequest"]
@@ -16,6 +17,8 @@ class StreamRequest:
 
     ``cursor`` is the decoded ``Last-Event-ID`` (None for a fresh stream); ``cursor_error`` says why
     an id that was sent could not be read, so the stream starts with a ``"reset": true`` snapshot.
+    ``max_points`` is the request's ``maxPoints``; ``reduced`` the view it chose (None: the
+    resolution's own, see :func:`~pulsestream_streamer.core.ladder.choose`).
     """
 
     series: tuple[str, ...]
@@ -24,3 +27,10 @@ class StreamRequest:
     fmt: Format
     cursor: Cursor | None = None
     cursor_error: str | None = None
+    max_points: int | None = None
+    reduced: View | None = None
+
+    @property
+    def view(self) -> View:
+        """What the stream's points are: the resolution, or the coarser view ``maxPoints`` chose."""
+        return self.reduced or view_of(GENERATOR_WIDTHS[self.resolution])

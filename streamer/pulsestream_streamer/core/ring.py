@@ -90,11 +90,13 @@ class Ring:
         """Forget everything (after a hole that cannot be refilled)."""
         self._items = []
 
-    def after(self, seq: int, upto: int | None = None) -> list[Sample]:
-        """Points with ``seq < point.seq <= upto`` (``upto`` None = the newest)."""
+    def after(self, seq: int, upto: int | None = None, limit: int | None = None) -> list[Sample]:
+        """Points with ``seq < point.seq <= upto`` (``upto`` None = the newest), at most ``limit`` of them."""
         items = self._items
         start = bisect_right(items, seq, key=_SEQ)
         end = len(items) if upto is None else bisect_right(items, upto, key=_SEQ)
+        if limit is not None:
+            end = min(end, start + limit)
         return items[start:end]
 
     def since(self, t_ms: int, upto: int | None = None) -> list[Sample]:
@@ -103,3 +105,17 @@ class Ring:
         start = bisect_left(items, t_ms, key=_T)
         end = len(items) if upto is None else bisect_right(items, upto, key=_SEQ)
         return items[start:end]
+
+    def start_after(self, t_ms: int, upto: int, keep: int | None = None) -> int:
+        """A sequence ``s`` such that ``after(s, upto)`` is ``since(t_ms, upto)``, or only its last ``keep`` points.
+
+        Lets a snapshot fix where its rows start now and read them later, a piece at a time.
+        """
+        items = self._items
+        start = bisect_left(items, t_ms, key=_T)
+        end = bisect_right(items, upto, key=_SEQ)
+        if keep is not None:
+            start = max(start, end - keep)
+        if start < len(items):
+            return items[start - 1].seq if start else items[0].seq - 1
+        return upto

@@ -23,6 +23,7 @@ __all__ = [
     "HEARTBEAT",
     "comment",
     "error_frame",
+    "event_head",
     "frame",
     "retry_frame",
 ]
@@ -50,6 +51,18 @@ def frame(event: str | None, data: bytes, event_id: str | None = None) -> bytes:
         lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
         return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
     return head + b"data: " + data + b"\n\n"
+
+
+def event_head(event: str, event_id: str | None = None) -> bytes:
+    """The start of an event whose one-line ``data`` follows in pieces; ``b"\\n\\n"`` ends it.
+
+    For data written as it is encoded (a snapshot, see :mod:`~pulsestream_streamer.core.pieces`),
+    which must then hold no newline (orjson never writes one).
+    """
+    head = b"event: " + event.encode() + b"\n"
+    if event_id is not None:
+        head += b"id: " + event_id.encode() + b"\n"
+    return head + b"data: "
 
 
 def retry_frame(millis: int) -> bytes:

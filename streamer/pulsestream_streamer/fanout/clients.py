@@ -14,6 +14,15 @@ its last delivered event left off. If its socket accepts nothing at all, the
 connection is aborted instead. Nobody else waits for it: appending to a queue
 never blocks.
 
+Before that, a client whose queue passes half of either bound is *behind*:
+the ``on_behind`` callback (the hub's) may move it to a coarser view
+(degradation, issue 15), dropping its queue and continuing from the position
+it was last sent (:attr:`Client.position`). A stream's first event, its
+snapshot, is not queued whole: it is a reader of pieces
+(:class:`~pulsestream_streamer.fanout.snapshots.SnapshotReader`) that the
+writer pulls one piece per write, so a client that stops reading holds one
+piece of it.
+
 :meth:`Registry.sweep` runs every ``sweep_interval`` in one task for all
 clients: a heartbeat comment to each client idle for ``heartbeatInterval``,
 abort for writers stuck longer than ``client_stall_timeout``, a graceful end
@@ -28,9 +37,10 @@ import logging
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
+from pulsestream_streamer.core.pieces import SnapshotLost
 from pulsestream_streamer.core.sse import error_frame
 
 __all__ = ["Client", "ClientLimits", "DirectWrite", "Registry"]
@@ -66,11 +76,15 @@ class Client:
 
     __slots__ = (
         "_abort",
+        "_behind",
         "_closing",
         "_direct",
         "_gone",
+        "_pieces",
+        "_pieces_position",
         "_queue",
         "_queued_bytes",
+        "_queued_position",
         "_waiter",
         "blocked_since",
         "bytes_sent",
@@ -81,7 +95,10 @@ class Client:
         "key",
         "last_write",
         "limits",
+        "on_behind",
         "peer",
+        "piece_bytes",
+        "position",
         "probe",
         "reason",
     )
@@ -108,26 +125,51 @@ class Client:
         self._gone = False
         self._abort: Callable[[], None] | None = None
         self._direct: DirectWrite | None = None
+        #: The snapshot still being written, a piece per write, and the stream's position after it.
+        self._pieces: Iterator[bytes] | None = None
+        self._pieces_position: Mapping[str, int] | None = None
+        #: Positions (series -> sequence) of the newest event handed to the writer, and of the newest queued.
+        self.position: Mapping[str, int] | None = None
+        self._queued_position: Mapping[str, int] | None = None
+        #: Called once when the queue passes half a bound (the hub may degrade the client); None = never.
+        self.on_behind: Callable[[Client], None] | None = None
+        self._behind = False
+        #: Snapshot bytes produced since the writer last counted them (for the bytes-sent metric).
+        self.piece_bytes = 0
 
     # --- producer side (hub, sweep) ---------------------------------------------------------------
 
-    def push(self, data: bytes) -> None:
-        """Queue a shared frame. Never blocks; a client over its limits is dropped as a slow consumer."""
+    def push(self, data: bytes, position: Mapping[str, int] | None = None) -> None:
+        """Queue a shared frame. Never blocks; a client over its limits is dropped as a slow consumer.
+
+        ``position`` is where the stream stands once ``data`` (an event with an id) is sent.
+        """
         if self._closing:
             return
         queue = self._queue
-        if len(queue) >= self.limits.max_events or self._queued_bytes > self.limits.max_bytes:
+        limits = self.limits
+        if len(queue) >= limits.max_events or self._queued_bytes > limits.max_bytes:
             self._slow()
             return
         queue.append(data)
         self._queued_bytes += len(data)
+        if position is not None:
+            self._queued_position = position
+        if (
+            not self._behind
+            and self.on_behind is not None
+            and self._pieces is None
+            and (2 * len(queue) >= limits.max_events or 2 * self._queued_bytes > limits.max_bytes)
+        ):
+            self._behind = True
+            self.on_behind(self)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
 
-    def deliver(self, event: bytes, chunk: bytes, now: float) -> None:
+    def deliver(self, event: bytes, chunk: bytes, now: float, position: Mapping[str, int] | None = None) -> None:
         """Send a shared event: straight to the connection when it is idle, else queue it.
 
         ``chunk`` is ``event`` in HTTP/1.1 chunked framing (built once per flush for all
@@ -137,19 +179,45 @@ class Client:
         slow-consumer handling exactly as before.
         """
         direct = self._direct
-        if direct is not None and not self._queue and not self.blocked_since and not self._closing and direct(chunk):
+        if (
+            direct is not None
+            and not self._queue
+            and self._pieces is None
+            and not self.blocked_since
+            and not self._closing
+            and direct(chunk)
+        ):
             self.bytes_sent += len(event)
             self.last_write = now
+            if position is not None:
+                self.position = position
             return
-        self.push(event)
+        self.push(event, position)
+
+    def rewind(self) -> int:
+        """Drop what is queued but keep the stream (a degraded client continues from :attr:`position`).
+
+        Returns how many events were dropped. The client may be behind again afterwards.
+        """
+        dropped = len(self._queue)
+        self.events_dropped += dropped
+        self._queue = []
+        self._queued_bytes = 0
+        self._queued_position = None
+        return dropped
+
+    def caught_up(self) -> None:
+        """The hub dealt with this client being behind (degraded it, or left it): watch again."""
+        self._behind = False
 
     def attach(self, direct: DirectWrite | None) -> None:
         """Let :meth:`deliver` write to this connection directly (the HTTP layer provides ``direct``)."""
         self._direct = direct
 
-    def prime(self, first: bytes) -> None:
-        """Put the stream's first bytes (retry + snapshot) in front, outside the queue bounds."""
-        self._queue.insert(0, first)
+    def prime(self, first: Iterator[bytes], position: Mapping[str, int] | None = None) -> None:
+        """Send ``first`` (retry + snapshot, in pieces) before anything queued, outside the queue bounds."""
+        self._pieces = first
+        self._pieces_position = position
         self._wake()
 
     def finish(self, last: bytes, reason: str) -> None:
@@ -200,6 +268,7 @@ class Client:
             self.reason = "disconnect"
         self._queue = []
         self._queued_bytes = 0
+        self._pieces = None
         self._wake()
 
     @property
@@ -230,9 +299,40 @@ class Client:
             if not waiter.done():
                 waiter.set_result(None)
 
+    @property
+    def writing_snapshot(self) -> bool:
+        return self._pieces is not None
+
+    def _next_piece(self) -> bytes | None:
+        """The next piece of the snapshot being written; None when it is done (or the connection is cut)."""
+        assert self._pieces is not None
+        try:
+            piece = next(self._pieces)
+            self.piece_bytes += len(piece)
+            return piece
+        except StopIteration:
+            self._pieces = None
+            if self._pieces_position is not None:
+                self.position = self._pieces_position
+            return None
+        except SnapshotLost as error:
+            # Half an event is out: the stream cannot continue, the browser reconnects and starts over.
+            logger.debug("snapshot lost mid-write: %s", error, extra={"client_id": self.id})
+            self._pieces = None
+            self.reason = "snapshot_lost"
+            self.abort()
+            return None
+
     async def next_body(self) -> bytes | None:
-        """Everything queued, joined into one write; ``None`` when the stream is over."""
-        while not self._queue:
+        """The next write: a piece of the snapshot, else everything queued joined; ``None`` when over."""
+        while True:
+            if self._pieces is not None and not self._gone:
+                piece = self._next_piece()
+                if piece is not None:
+                    return piece
+                continue
+            if self._queue:
+                break
             if self._closing or self._gone:
                 return None
             waiter = asyncio.get_running_loop().create_future()
@@ -243,6 +343,8 @@ class Client:
         queue = self._queue
         self._queue = []
         self._queued_bytes = 0
+        if self._queued_position is not None:
+            self.position, self._queued_position = self._queued_position, None
         return queue[0] if len(queue) == 1 else b"".join(queue)
 
     def wrote(self, size: int, now: float) -> None:

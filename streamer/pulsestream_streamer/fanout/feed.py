@@ -1,4 +1,4 @@
-"""A feed: the clients that want the same (series, resolution, format), served by one event per flush.
+"""A feed: the clients that want the same (series, view, format), served by one event per flush.
 
 Identical streams share a :class:`Feed`. Its topics hand it pre-encoded
 fragments; at each flush it joins them into ONE ``points`` event with ONE
@@ -8,8 +8,11 @@ positions per series: what it has been handed (the next event's cursor) and
 what its clients have been sent (where a joining client's snapshot ends), so
 a join never duplicates nor skips a point.
 
-A feed signals that it has something to flush through the ``on_dirty``
-callback it was built with; it does not know who flushes it.
+The view is a generator resolution or a width the streamer builds
+(``maxPoints``, degraded clients); either way its sources look alike
+(:class:`~pulsestream_streamer.fanout.topic.Source`). A feed signals that it
+has something to flush through the ``on_dirty`` callback it was built with;
+it does not know who flushes it.
 """
 
 from __future__ import annotations
@@ -18,35 +21,36 @@ import asyncio
 from collections.abc import Callable
 
 from pulsestream_streamer.core import cursor as cursors
-from pulsestream_streamer.core import shape, sse
+from pulsestream_streamer.core import ladder, shape, sse
 from pulsestream_streamer.core.catalogue import Catalogue
 from pulsestream_streamer.core.request import StreamRequest
 from pulsestream_streamer.fanout.clients import Client
-from pulsestream_streamer.fanout.snapshots import SnapshotCache
-from pulsestream_streamer.fanout.topic import Topic
+from pulsestream_streamer.fanout.snapshots import Joining, SnapshotCache, SnapshotReader
+from pulsestream_streamer.fanout.topic import Source
 from pulsestream_streamer.observability import tracing
 from pulsestream_streamer.observability.metrics import StreamerMetrics
 
 __all__ = ["Feed", "FeedKey"]
 
-#: (series, resolution, format): what identical streams have in common.
+#: (series, view name, format): what identical streams have in common.
 FeedKey = tuple[tuple[str, ...], str, shape.Format]
 
 
 class Feed:
-    """Clients that want the same (series, resolution, format): one event per flush, shared by all."""
+    """Clients that want the same (series, view, format): one event per flush, shared by all."""
 
     def __init__(
         self,
         series: tuple[str, ...],
         resolution: str,
         fmt: shape.Format,
-        topics: list[Topic],
+        topics: list[Source],
         on_dirty: Callable[[Feed], None],
     ) -> None:
         self.key: FeedKey = (series, resolution, fmt)
         self.series = series
         self.resolution = resolution
+        self.view = ladder.view_of(cursors.WIDTHS[resolution])
         self._fmt: shape.Format = fmt
         self.topics = topics
         self.clients: dict[str, Client] = {}
@@ -97,16 +101,30 @@ class Feed:
     # --- clients ----------------------------------------------------------------------------------
 
     def snapshot(
-        self, request: StreamRequest, catalogue: Catalogue, *, now_ms: int, resumed: bool, retry_ms: int
-    ) -> bytes:
-        """The first bytes for a client joining now (see :mod:`~pulsestream_streamer.fanout.snapshots`)."""
+        self,
+        request: StreamRequest,
+        catalogue: Catalogue,
+        *,
+        now_ms: int,
+        joining: Joining,
+        retry_ms: int,
+        piece_bytes: int = 16 * 1024,
+    ) -> SnapshotReader:
+        """The first event for a client joining now (see :mod:`~pulsestream_streamer.fanout.snapshots`)."""
         return self.snapshots.snapshot(
-            self.topics, self.flushed, request, catalogue, now_ms=now_ms, resumed=resumed, retry_ms=retry_ms
+            self.topics,
+            self.flushed,
+            request,
+            catalogue,
+            now_ms=now_ms,
+            joining=joining,
+            retry_ms=retry_ms,
+            piece_bytes=piece_bytes,
         )
 
-    def join(self, client: Client, first: bytes) -> None:
+    def join(self, client: Client, first: SnapshotReader) -> None:
         """Attach ``client`` with ``first`` (its snapshot) in front: every later flush reaches it after that."""
-        client.prime(first)
+        client.prime(first, first.positions)
         self.clients[client.id] = client
 
     def leave(self, client: Client) -> None:
@@ -134,8 +152,9 @@ class Feed:
         # The HTTP/1.1 chunk framing is the same for every client too: frame once, write many.
         chunk = b"%x\r\n" % len(event) + event + b"\r\n"
         now = asyncio.get_running_loop().time()
+        flushed = self.flushed
         for client in clients.values():
-            client.deliver(event, chunk, now)
+            client.deliver(event, chunk, now, flushed)
         count = len(clients)
         metrics.events_sent.labels("points").inc(count)
         metrics.bytes_sent.inc(len(event) * count)

@@ -9,8 +9,10 @@ points for snapshots and resume. Each batch it accepts is encoded once per
 format its listeners want (:func:`shape.fragment`) and handed to them.
 
 A topic knows its listeners only through :class:`TopicListener` (what a feed
-offers), and the hub that owns it only through what it was given at
-construction: it never reaches back.
+offers) and :class:`Derived` (a view built from its points, see
+:mod:`~pulsestream_streamer.fanout.views`), and the hub that owns it only
+through what it was given at construction: it never reaches back.
+:class:`Source` is what a feed reads, a topic or a built view alike.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pulsestream_streamer.upstream.channels import Upstream, samples_of
 from pulsestream_streamer.upstream.errors import Start, UpstreamError
 from pulsestream_streamer.upstream.follow import follow
 
-__all__ = ["Topic", "TopicListener", "upstream_unavailable_frame"]
+__all__ = ["Derived", "Source", "Topic", "TopicListener", "upstream_unavailable_frame"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,54 @@ class TopicListener(Protocol):
     def history_changed(self) -> None:
         """The topic's ring was refilled or cleared: anything derived from it is stale."""
         ...
+
+
+class Derived(Protocol):
+    """What a topic needs from a view built from its points (:class:`~pulsestream_streamer.fanout.views.BuiltView`)."""
+
+    def take(self, samples: list[Sample]) -> None:
+        """New points of the topic, in order and contiguous."""
+        ...
+
+    def broadcast(self, frame: bytes) -> None: ...
+
+    def history_changed(self) -> None: ...
+
+
+class Source(Protocol):
+    """What a feed reads: one series in one view, with its history (a :class:`Topic` or a built view)."""
+
+    @property
+    def series(self) -> str: ...
+
+    @property
+    def resolution(self) -> str:
+        """The view's name: a generator resolution, or a width the streamer builds (``500ms``)."""
+        ...
+
+    @property
+    def bucket_ms(self) -> int: ...
+
+    @property
+    def ring(self) -> Ring: ...
+
+    @property
+    def ready(self) -> asyncio.Event: ...
+
+    @property
+    def down(self) -> tuple[str, str] | None: ...
+
+    @property
+    def trace(self) -> tracing.UpstreamTrace: ...
+
+    @property
+    def listeners(self) -> set[TopicListener]: ...
+
+    def attach(self, listener: TopicListener) -> None: ...
+
+    def detach(self, listener: TopicListener) -> None: ...
+
+    async def refill(self, after: int, timeout: float) -> bool: ...
 
 
 def upstream_unavailable_frame(code: str, series: str) -> bytes:
@@ -89,6 +139,8 @@ class Topic:
         self.ring = Ring(ring_capacity)
         self.sequencer = Sequencer()
         self.listeners: set[TopicListener] = set()
+        #: Views the streamer builds from this topic's points (they count as listeners for lingering).
+        self.derived: set[Derived] = set()
         self.formats: set[shape.Format] = set()
         self.ready = asyncio.Event()
         self.up = False
@@ -117,10 +169,14 @@ class Topic:
     def _history_changed(self) -> None:
         for listener in self.listeners:
             listener.history_changed()
+        for view in list(self.derived):
+            view.history_changed()
 
     def _broadcast(self, frame: bytes) -> None:
         for listener in self.listeners:
             listener.broadcast(frame)
+        for view in list(self.derived):
+            view.broadcast(frame)
 
     # --- TopicSink (called by upstream.follow) ----------------------------------------------------
 
@@ -148,6 +204,8 @@ class Topic:
             oldest = accepted[0].t + self.bucket_ms  # a bucket's points exist once it closes
             for listener in self.listeners:
                 listener.add(self.series, encoded[listener.fmt], last.seq, oldest)
+            for view in self.derived:
+                view.take(accepted)
             if not self.ready.is_set() and last.t >= self.ready_mark:
                 self.ready.set()
         if self.sequencer.duplicates:

@@ -28,6 +28,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pulsestream.settingsfile import SettingsFile
@@ -40,7 +42,7 @@ from pulsestream_streamer.fanout.clients import ClientLimits, Registry
 from pulsestream_streamer.fanout.hub import Hub
 from pulsestream_streamer.http.params import BadParameter
 from pulsestream_streamer.http.problems import bad_parameter, problem
-from pulsestream_streamer.http.stream import RAW_SEND, serve_stream, stream_response
+from pulsestream_streamer.http.stream import RAW_SEND, STREAM_PARAMETERS, EventStream, serve_stream, stream_response
 from pulsestream_streamer.observability.metrics import CONTENT_TYPE_LATEST, StreamerMetrics
 from pulsestream_streamer.settings import StreamerSettings
 from pulsestream_streamer.upstream.channels import Upstream
@@ -101,6 +103,28 @@ class StreamerApp(FastAPI):
             stack = middleware.cls(stack, *middleware.args, **middleware.kwargs)
         self._stream_stack = stack
         return stack
+
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, with a refused preflight answered in our JSON error shape (not text/plain)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+        message = bytes(response.body).decode("latin-1").replace("Disallowed CORS", "CORS preflight refused:", 1)
+        return problem(400, "cors_refused", message + " (see STREAMER_CORS_ALLOWED_ORIGINS)", headers)
+
+
+class PrometheusText(Response):
+    """What ``/metrics`` answers, for the OpenAPI description: Prometheus' text format."""
+
+    media_type = CONTENT_TYPE_LATEST
+
+
+#: Codes of the HTTP errors Starlette raises itself (unknown path, method, static file), by status.
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 def build_gate(settings: StreamerSettings, settings_file: SettingsFile, metrics: StreamerMetrics) -> AccessGate:
@@ -165,7 +189,7 @@ def create_app(settings: StreamerSettings) -> StreamerApp:
     app.add_middleware(AccessMiddleware, gate=gate)  # before CORS, so CORS wraps it and refusals carry its headers
     if settings.cors_allowed_origins:
         app.add_middleware(
-            CORSMiddleware,
+            JsonCORSMiddleware,
             allow_origins=list(settings.cors_allowed_origins),
             allow_methods=["GET"],
             allow_headers=["Authorization", "X-API-Key", "Last-Event-ID"],
@@ -213,6 +237,14 @@ def _lifespan(settings: StreamerSettings, settings_file: SettingsFile, hub: Hub,
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answer in one JSON shape: ``{"error": {"code", "message", ...}}`` (FastAPI's is ``detail``)."""
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, error: HTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(error.status_code, "http_error")
+        message = f"no route {request.url.path}" if error.status_code == 404 else str(error.detail)
+        return problem(error.status_code, code, message, dict(error.headers or {}))
+
     @app.exception_handler(BadParameter)
     async def _bad(request: Request, error: BadParameter) -> JSONResponse:
         return bad_parameter(error.parameter, str(error))
@@ -241,7 +273,13 @@ def _add_routes(
         }
         return [info.to_json() | shared for info in catalogue.series.values()]
 
-    @v1.get("/stream", response_model=None)
+    @v1.get(
+        "/stream",
+        response_model=None,
+        response_class=EventStream,
+        responses={200: {"description": "Server-Sent Events: snapshot, points, heartbeats (see the README)."}},
+        openapi_extra={"parameters": STREAM_PARAMETERS},
+    )
     async def stream(request: Request) -> Response:
         # Normally not reached: StreamerApp serves this path itself (see its docstring).
         return stream_response(app, request)
@@ -255,7 +293,7 @@ def _add_routes(
         body = health_body(hub, upstream, settings_file, stopped)
         return JSONResponse(body, status_code=503 if hub.draining or stopped else 200)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PrometheusText)
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

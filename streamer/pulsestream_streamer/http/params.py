@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from pulsestream.durations import parse_seconds
 from pulsestream.spec import RESOLUTIONS, SERIES_NAME_PATTERN
 from pulsestream_streamer.core import cursor as cursors
+from pulsestream_streamer.core import ladder
 from pulsestream_streamer.core.catalogue import Catalogue
 from pulsestream_streamer.core.request import StreamRequest
+from pulsestream_streamer.core.shape import FORMATS
 from pulsestream_streamer.settings import StreamerSettings
 
 __all__ = ["BadParameter", "parse_stream_request"]
@@ -56,6 +58,20 @@ def _series(raw: str | None, catalogue: Catalogue, settings: StreamerSettings) -
     return unique
 
 
+def _max_points(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    low, high = ladder.MIN_POINTS, ladder.MAX_POINTS
+    message = f"maxPoints must be an integer from {low} to {high} (points per series, e.g. the chart's width in pixels)"
+    text = raw.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 6:
+        raise BadParameter("maxPoints", message)
+    value = int(text)
+    if not low <= value <= high:
+        raise BadParameter("maxPoints", message)
+    return value
+
+
 def parse_stream_request(
     query: Mapping[str, str],
     last_event_id: str | None,
@@ -83,9 +99,12 @@ def parse_stream_request(
         if window_ms > settings.max_window.millis:
             raise BadParameter("window", f"window must be at most {settings.max_window}")
 
+    max_points = _max_points(query.get("maxPoints"))
+    reduced = ladder.choose(resolution, window_ms, max_points, catalogue.frequency_ms) if max_points else None
+
     fmt = query.get("format") or "d3"
-    if fmt not in ("d3", "table"):
-        raise BadParameter("format", "format must be d3 or table")
+    if fmt not in FORMATS:
+        raise BadParameter("format", "format must be d3, table or columns")
 
     text = last_event_id if last_event_id is not None else query.get("lastEventId")
     cursor: cursors.Cursor | None = None
@@ -101,7 +120,9 @@ def parse_stream_request(
         series=series,
         resolution=resolution,
         window_ms=window_ms,
-        fmt="d3" if fmt == "d3" else "table",
+        fmt=FORMATS[FORMATS.index(fmt)],
         cursor=cursor,
         cursor_error=cursor_error,
+        max_points=max_points,
+        reduced=reduced,
     )

@@ -12,6 +12,8 @@ the listener and waits for the connections to finish.
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 import socket
 from types import FrameType
 
@@ -21,7 +23,13 @@ from pulsestream_streamer.http.app import StreamerApp, create_app
 from pulsestream_streamer.http.uvicorn_internals import bounded_protocol
 from pulsestream_streamer.settings import StreamerSettings
 
-__all__ = ["StreamerServer", "build_server"]
+__all__ = ["StreamerServer", "build_server", "connection_budget"]
+
+logger = logging.getLogger(__name__)
+
+#: File descriptors kept for everything but client connections: the listener, upstream channels,
+#: logs, the settings and key files, epoll and the event loop's own pipes.
+FD_RESERVE = 128
 
 
 class StreamerServer(uvicorn.Server):
@@ -49,6 +57,33 @@ class StreamerServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def connection_budget(wanted: int) -> int:
+    """How many concurrent connections this process can hold: ``wanted``, or what its fd limit leaves room for.
+
+    The soft ``RLIMIT_NOFILE`` is first raised to the hard one (as nginx's ``worker_rlimit_nofile``
+    does). Past the limit, ``accept()`` fails with EMFILE and the server can answer nobody, probes
+    included; with the concurrency limit below it, the extra connections get a clean 503 instead.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, wanted + FD_RESERVE)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    room = max(10, soft - FD_RESERVE)
+    if wanted > room:
+        logger.warning(
+            "STREAMER_LIMIT_CONCURRENCY=%d is above what the file-descriptor limit (%d) leaves room for: using %d",
+            wanted,
+            soft,
+            room,
+        )
+        return room
+    return wanted
+
+
 def build_server(settings: StreamerSettings, app: StreamerApp | None = None) -> StreamerServer:
     """The configured server for ``settings`` (tests run the same one on port 0)."""
     app = app or create_app(settings)
@@ -57,7 +92,7 @@ def build_server(settings: StreamerSettings, app: StreamerApp | None = None) -> 
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=bounded_protocol(settings.max_request_head),
+        http=bounded_protocol(settings.max_request_head, settings.request_head_timeout.seconds),
         ws="none",
         lifespan="on",
         log_config=None,
@@ -67,7 +102,7 @@ def build_server(settings: StreamerSettings, app: StreamerApp | None = None) -> 
         proxy_headers=bool(settings.trusted_proxies.strip()),
         forwarded_allow_ips=settings.trusted_proxies.strip() or None,
         backlog=settings.backlog,
-        limit_concurrency=settings.limit_concurrency,
+        limit_concurrency=connection_budget(settings.limit_concurrency),
         timeout_keep_alive=5,
         timeout_graceful_shutdown=max(1, round(settings.graceful_shutdown.seconds)),
         server_header=False,

@@ -33,7 +33,15 @@ from pulsestream_streamer.http.uvicorn_internals import ServerConnection, aborte
 from pulsestream_streamer.observability import tracing
 from pulsestream_streamer.observability.metrics import StreamerMetrics
 
-__all__ = ["RAW_SEND", "StreamResponse", "serve_stream", "stream_response", "write_stream"]
+__all__ = [
+    "RAW_SEND",
+    "STREAM_PARAMETERS",
+    "EventStream",
+    "StreamResponse",
+    "serve_stream",
+    "stream_response",
+    "write_stream",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +50,25 @@ RAW_SEND = "pulsestream.raw_send"
 
 Message = MutableMapping[str, Any]
 RawSend = Callable[[Message], Awaitable[None]]
+
+
+class EventStream(Response):
+    """What ``/v1/stream`` answers, for the OpenAPI description: ``text/event-stream``."""
+
+    media_type = "text/event-stream"
+
+
+#: ``/v1/stream``'s query parameters as the OpenAPI description lists them (validated by :mod:`.params`).
+STREAM_PARAMETERS: list[dict[str, Any]] = [
+    {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
+    for name, text, schema in (
+        ("series", "Comma-separated series names (default: every series).", {"type": "string"}),
+        ("resolution", "raw, or a bucket width the generator serves.", {"type": "string", "default": "raw"}),
+        ("window", "History in the first snapshot, a duration such as 5m.", {"type": "string"}),
+        ("format", "d3 (tidy rows) or table.", {"type": "string", "enum": ["d3", "table"], "default": "d3"}),
+        ("lastEventId", "Resume cursor, for clients that cannot send the Last-Event-ID header.", {"type": "string"}),
+    )
+]
 
 
 class StreamResponse(Response):
@@ -118,6 +145,46 @@ async def _watch_disconnect(receive: Receive, client: Client) -> None:
             return
 
 
+def _disconnect_detection(
+    client: Client, receive: Receive, connection: ServerConnection | None, metrics: StreamerMetrics
+) -> tuple[Callable[[], bool] | None, asyncio.Future[None] | None]:
+    """How this server tells us the peer left, counted by path: a probe of uvicorn's flag, else a watcher task.
+
+    On uvicorn a chunked GET may also take flushes written straight to its transport (``fast``).
+    """
+    if connection is None:
+        metrics.connection_paths.labels("fallback").inc()
+        return None, asyncio.ensure_future(_watch_disconnect(receive, client))
+    probe = client.probe = connection.disconnected
+    if connection.chunked_get:
+        client.attach(connection.write_now)
+        metrics.connection_paths.labels("fast").inc()
+    else:
+        metrics.connection_paths.labels("no_direct_writes").inc()
+    return probe, None
+
+
+async def _write_bodies(
+    client: Client, raw_send: RawSend, probe: Callable[[], bool] | None, metrics: StreamerMetrics
+) -> None:
+    """Write what the client's queue gives until it gives nothing more (closed, or the peer left)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        body = await client.next_body()
+        if body is None:
+            return
+        client.blocked_since = loop.time()
+        await raw_send({"type": "http.response.body", "body": body, "more_body": True})
+        client.blocked_since = 0.0
+        client.wrote(len(body), loop.time())
+        if client.piece_bytes:
+            metrics.bytes_sent.inc(client.piece_bytes)
+            client.piece_bytes = 0
+        body = None
+        if probe is not None and probe():
+            client.disconnected()
+
+
 async def write_stream(
     client: Client, receive: Receive, send: Send, raw_send: RawSend, metrics: StreamerMetrics
 ) -> None:
@@ -134,34 +201,16 @@ async def write_stream(
     task waiting on ``receive()``, and flushes may write to it directly; on any other
     server :func:`_watch_disconnect` runs and every event goes through this writer.
     """
-    loop = asyncio.get_running_loop()
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     connection = ServerConnection.of(raw_send, client.limits.write_buffer)
-    probe: Callable[[], bool] | None = None
-    watcher = None
-    if connection is None:
-        metrics.connection_paths.labels("fallback").inc()
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, client))
-    else:
-        probe = client.probe = connection.disconnected
-        if connection.chunked_get:
-            client.attach(connection.write_now)
-            metrics.connection_paths.labels("fast").inc()
-        else:
-            metrics.connection_paths.labels("no_direct_writes").inc()
+    if connection is not None and connection.http_10:
+        connection.delimit_by_close()  # HTTP/1.0 has no chunked encoding: the body ends when the connection does
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    probe, watcher = _disconnect_detection(client, receive, connection, metrics)
     try:
-        while True:
-            body = await client.next_body()
-            if body is None:
-                break
-            client.blocked_since = loop.time()
-            await raw_send({"type": "http.response.body", "body": body, "more_body": True})
-            client.blocked_since = 0.0
-            client.wrote(len(body), loop.time())
-            body = None
-            if probe is not None and probe():
-                client.disconnected()
+        await _write_bodies(client, raw_send, probe, metrics)
         if not client.gone:
+            if connection is not None:
+                connection.ending()
             await raw_send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         if watcher is not None:

@@ -6,11 +6,15 @@ callable uvicorn hands the app):
 
 - ``send.__self__`` is the cycle; its ``transport`` (the asyncio transport),
   ``flow.write_paused`` (uvicorn's flow control), ``disconnected``,
-  ``chunked_encoding`` and ``scope`` are read (:class:`ServerConnection`);
+  ``chunked_encoding`` and ``scope`` are read (:class:`ServerConnection`), and
+  for an HTTP/1.0 client ``chunked_encoding`` and ``expected_content_length``
+  are set so the body is close-delimited, not chunked;
 - the transport's write buffer limit is lowered, pre-framed chunks are
   written to it directly, and a stalled peer's transport is aborted;
 - :func:`bounded_protocol` subclasses ``HttpToolsProtocol`` to bound the
-  request head (uvicorn's httptools parser has no limit of its own).
+  request head's size and the time it may take (uvicorn's httptools parser
+  has no size limit of its own, and uvicorn arms no timer before a request is
+  complete), and to answer a request it cannot parse in our JSON error shape.
 
 None of this is public API. ``pyproject.toml`` bounds uvicorn's version to
 the range these were checked against, :class:`ServerConnection` checks the
@@ -47,40 +51,61 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["ServerConnection", "aborter", "bounded_protocol", "too_large_response"]
+__all__ = ["ServerConnection", "aborter", "bounded_protocol", "error_response", "too_large_response"]
 
 #: After refusing, input is discarded for at most this long / this many bytes, then the connection closes.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 * 1024 * 1024
+#: The "content length" of a close-delimited body, as uvicorn's cycle counts it down: never reached.
+_UNBOUNDED = 1 << 62
 
 
-def too_large_response(limit: int) -> bytes:
-    """The complete HTTP response sent when a head exceeds ``limit`` bytes."""
-    body = orjson.dumps(
-        {
-            "error": {
-                "code": "request_head_too_large",
-                "message": f"request line and headers exceed {limit} bytes",
-            }
-        }
-    )
+def error_response(status: bytes, code: str, message: str) -> bytes:
+    """A complete HTTP/1.1 error response with the JSON body every error of ours has, closing the connection."""
+    body = orjson.dumps({"error": {"code": code, "message": message}})
     return (
-        b"HTTP/1.1 400 Bad Request\r\n"
+        b"HTTP/1.1 " + status + b"\r\n"
         b"content-type: application/json\r\n"
         b"content-length: " + str(len(body)).encode() + b"\r\n"
         b"connection: close\r\n\r\n" + body
     )
 
 
-def bounded_protocol(limit: int) -> type[HttpToolsProtocol]:
-    """An httptools protocol class that refuses request heads larger than ``limit`` bytes."""
-    response = too_large_response(limit)
+def too_large_response(limit: int) -> bytes:
+    """The complete HTTP response sent when a head exceeds ``limit`` bytes."""
+    message = f"request line and headers exceed {limit} bytes"
+    return error_response(b"400 Bad Request", "request_head_too_large", message)
+
+
+def bounded_protocol(limit: int, head_timeout: float = 10.0) -> type[HttpToolsProtocol]:
+    """An httptools protocol class that bounds a request head's size (``limit`` bytes) and time (seconds).
+
+    uvicorn arms no timer until a request is complete, so a connection that never sends a whole
+    head (slowloris, or a socket opened and left idle) would hold a slot of ``limit_concurrency``
+    forever. Like nginx's ``client_header_timeout``, a head must be complete ``head_timeout``
+    seconds after the connection opens or the next request's first byte arrives; else the
+    connection gets ``408`` with a JSON body and is closed. A response in progress (an SSE
+    stream) is never timed: the clock only runs while the server waits for a request.
+    """
+    too_large = too_large_response(limit)
+    too_slow = error_response(
+        b"408 Request Timeout", "request_timeout", f"the request head was not complete within {head_timeout:g}s"
+    )
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _head_bytes = 0
         _in_head = True
         _refused = False
         _discarded = 0
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head_timer()
+            super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             if self._refused:
@@ -89,24 +114,51 @@ def bounded_protocol(limit: int) -> type[HttpToolsProtocol]:
                     self.transport.close()
                 return
             if self._in_head:
+                if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+                    self._arm_head_timer()  # a new request begins on a kept-alive connection
                 self._head_bytes += len(data)
                 if self._head_bytes > limit:
-                    self._refuse()
+                    self._refuse(too_large, f"request head over {limit} bytes")
                     return
             super().data_received(data)
 
         def on_headers_complete(self) -> None:
             self._in_head = False
             self._head_bytes = 0
+            self._disarm_head_timer()
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
             self._in_head = True  # the next request on this connection starts its own count
             super().on_message_complete()
 
-        def _refuse(self) -> None:
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn answers a request it cannot parse in text/plain; ours is the JSON shape of every error.
+            self._disarm_head_timer()
+            self.transport.write(error_response(b"400 Bad Request", "bad_request", msg))
+            self.transport.close()
+
+        def _arm_head_timer(self) -> None:
+            self._disarm_head_timer()
+            self._head_timer = self.loop.call_later(head_timeout, self._head_timed_out)
+
+        def _disarm_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self._in_head and not self._refused and not self.transport.is_closing():
+                self.logger.debug("request head not complete within %gs from %s", head_timeout, _peer(self.transport))
+                self._refused = True
+                self.transport.write(too_slow)
+                self.transport.close()
+
+        def _refuse(self, response: bytes, why: str) -> None:
             self._refused = True
-            self.logger.warning("request head over %d bytes from %s: refused", limit, _peer(self.transport))
+            self._disarm_head_timer()
+            self.logger.warning("%s from %s: refused", why, _peer(self.transport))
             self.transport.write(response)
             if self.transport.can_write_eof():
                 self.transport.write_eof()
@@ -129,12 +181,13 @@ class ServerConnection:
     transport (:meth:`write_now`) while its flow control says the socket is writable.
     """
 
-    __slots__ = ("_cycle", "_flow", "_transport")
+    __slots__ = ("_close_delimited", "_cycle", "_flow", "_transport")
 
     def __init__(self, cycle: Any, transport: Any, flow: Any) -> None:
         self._cycle = cycle
         self._transport = transport
         self._flow = flow
+        self._close_delimited = False
 
     @classmethod
     def of(cls, send: Callable[..., Awaitable[None]], write_buffer: int) -> ServerConnection | None:
@@ -164,6 +217,29 @@ class ServerConnection:
     def disconnected(self) -> bool:
         """Whether uvicorn saw the peer go."""
         return bool(self._cycle.disconnected)
+
+    @property
+    def http_10(self) -> bool:
+        """Whether the request is HTTP/1.0 (which has no chunked transfer encoding)."""
+        scope = getattr(self._cycle, "scope", None)
+        return isinstance(scope, dict) and scope.get("http_version") == "1.0"
+
+    def delimit_by_close(self) -> None:
+        """Before the response starts: no ``transfer-encoding: chunked`` (RFC 9112 forbids it towards an
+        HTTP/1.0 client), the body ends when the connection closes.
+
+        uvicorn's httptools cycle always chunks a response without ``content-length``; deciding the
+        framing first and allowing an unbounded body makes it write the body as is. uvicorn already
+        closes HTTP/1.0 connections at the end of a response.
+        """
+        self._cycle.chunked_encoding = False
+        self._cycle.expected_content_length = _UNBOUNDED
+        self._close_delimited = True
+
+    def ending(self) -> None:
+        """Just before the last (empty) body message: a close-delimited body is complete as it is."""
+        if self._close_delimited:
+            self._cycle.expected_content_length = 0
 
     @property
     def chunked_get(self) -> bool:

@@ -71,6 +71,22 @@ class StreamerMetrics:
             registry=self.registry,
         )
         self.topics = Gauge(f"{ns}_topics", "Active (series, resolution) topics.", registry=self.registry)
+        self.views = Gauge(
+            f"{ns}_built_views",
+            "Active (series, width) views the streamer builds from a topic (maxPoints widths the generator lacks).",
+            registry=self.registry,
+        )
+        self.feeds = Gauge(
+            f"{ns}_feeds",
+            "Active feeds: distinct (series set, view, format) streams, each encoded once for all its clients.",
+            registry=self.registry,
+        )
+        self.degradations = Counter(
+            f"{ns}_client_degradations",
+            "Clients moved to a coarser view because their queue passed half its bound, by the view moved to.",
+            ["to"],
+            registry=self.registry,
+        )
         self.delivery_lag = Histogram(
             f"{ns}_delivery_lag_seconds",
             "Time from a point's timestamp to its event being queued to clients (oldest point of each flush).",

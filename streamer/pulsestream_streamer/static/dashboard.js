@@ -16,6 +16,9 @@
  * - The resolutions come from the server (/v1/series carries them, from the generator's ListSeries),
  *   never from a list in this file: until the first answer the picker offers only "raw", which every
  *   generator serves. A bucket's width is read from its name ("5s", "1m"), the durations' notation.
+ * - The stream asks for `maxPoints` = the plot's width in pixels: the server reduces each series to about
+ *   one bucket per pixel (min/max/mean/count, drawn as a line with its min-max band), so a 10-minute window
+ *   at 10 ms is ~1,000 buckets, not 60,000 points. The bucket width actually served is `meta.bucketMs`.
  */
 (() => {
   "use strict";
@@ -29,7 +32,8 @@
   const SELECTION_DEBOUNCE_MS = 200; // ticking several boxes in a row reopens the stream once
 
   const pageParams = new URLSearchParams(window.location.search);
-  const apiKey = pageParams.get("api_key") || "";
+  // A key never holds a space, but may hold "+", which URLSearchParams decodes as a space.
+  const apiKey = (pageParams.get("api_key") || "").replace(/ /g, "+");
 
   const state = {
     status: "connecting", // connecting | live | reconnecting | error | paused
@@ -50,7 +54,13 @@
     delayMs: null,
     renderMs: null, // smoothed cost of one full redraw (chart and table), for profiling
     meta: {},
+    bucketMs: 0, // width of the points served (meta.bucketMs): 0 = raw ticks
+    maxPoints: null, // what the stream asked for (the plot's width in pixels)
+    notice: null, // the last server notice that is not trouble (e.g. {code: "degraded", bucketMs})
+    firstDrawMs: null, // performance.now() when the chart first drew data (time to first draw)
+    openDrawMs: null, // from opening the current stream to drawing its data (a window or resolution switch)
   };
+  let openedAt = 0;
   const seriesInfo = new Map(); // name -> {name, unit, description, range: [lo, hi] | null}
   const buffers = new Map(); // name -> points sorted by seq, trimmed to the window
   const color = d3.scaleOrdinal(d3.schemeTableau10);
@@ -201,10 +211,21 @@
   }
 
   function trim(buf, now) {
-    const horizon = now - WINDOWS[state.window] - 2 * (bucketMs(state.resolution) || 1_000);
+    const horizon = now - WINDOWS[state.window] - 2 * (servedBucketMs() || 1_000);
     let cut = bisectT(buf, horizon);
     cut = Math.max(cut, buf.length - MAX_POINTS_PER_SERIES);
     if (cut > 0) buf.splice(0, cut);
+  }
+
+  /** Width of the buckets being drawn: what the server said it serves (meta.bucketMs), else the resolution's. */
+  function servedBucketMs() {
+    return state.bucketMs || bucketMs(state.resolution);
+  }
+
+  /** One point per pixel of the plot, within what /v1/stream accepts (10 .. 10,000). */
+  function plotPixels() {
+    const width = el.chartBox.clientWidth || 800;
+    return Math.max(10, Math.min(10_000, Math.round(width - margin.left - margin.right)));
   }
 
   // ---------------------------------------------------------------- status
@@ -257,6 +278,10 @@
     if (!resume) {
       buffers.clear();
       state.lastEventId = "";
+      state.bucketMs = 0;
+      state.maxPoints = plotPixels();
+      state.openDrawMs = null;
+      openedAt = performance.now();
       dirty = true;
     }
     if (state.selected.length === 0) {
@@ -264,6 +289,7 @@
       return;
     }
     const query = { series: state.selected.join(","), resolution: state.resolution, window: state.window, format: "d3" };
+    if (state.maxPoints) query.maxPoints = String(state.maxPoints);
     if (resume && state.lastEventId) query.lastEventId = state.lastEventId;
     const url = apiUrl("/v1/stream", query);
     const es = new EventSource(url);
@@ -300,6 +326,7 @@
     state.events += 1;
     if (ev.lastEventId) state.lastEventId = ev.lastEventId;
     absorbMeta(body.meta);
+    if (kind === "snapshot" && Number.isFinite(body.meta?.bucketMs)) state.bucketMs = body.meta.bucketMs;
     if (kind === "snapshot") {
       state.snapshots += 1;
       // reset: the server could not honour our cursor, so its snapshot replaces what we hold; otherwise
@@ -312,7 +339,7 @@
     for (const p of points) if (merge(p)) newest = Math.max(newest, p.t);
     state.points += points.length;
     if (Number.isFinite(newest)) {
-      const sample = receivedAt - (newest + bucketMs(state.resolution));
+      const sample = receivedAt - (newest + servedBucketMs());
       state.delayMs = state.delayMs === null ? sample : 0.8 * state.delayMs + 0.2 * sample;
     }
     const now = edgeNow();
@@ -328,6 +355,13 @@
     let message = ev.data;
     try {
       const body = JSON.parse(ev.data);
+      if (body.code === "degraded") {
+        // Not trouble: the server moved this page to coarser buckets to keep up; the stream goes on.
+        state.notice = body;
+        if (Number.isFinite(body.bucketMs)) state.bucketMs = body.bucketMs;
+        setStatus("live", `${body.bucketMs} ms buckets (${body.code})`);
+        return;
+      }
       message = body.code ? `${body.message ?? ""} (${body.code})` : body.message ?? ev.data;
     } catch {
       /* show the raw text */
@@ -546,7 +580,7 @@
     const started = performance.now();
     state.renders += 1;
     const win = WINDOWS[state.window];
-    const bucket = bucketMs(state.resolution);
+    const bucket = servedBucketMs();
     const names = state.selected;
     const width = el.chartBox.clientWidth || 800;
     const g = geometry(names.length, width);
@@ -636,6 +670,10 @@
     renderTable();
     renderCounters();
     el.empty.hidden = names.some((n) => (buffers.get(n) ?? []).length > 0);
+    if (state.openDrawMs === null && names.some((n) => (buffers.get(n) ?? []).length > 1)) {
+      if (state.firstDrawMs === null) state.firstDrawMs = performance.now();
+      state.openDrawMs = performance.now() - openedAt;
+    }
     lastGeometry = g;
     const took = performance.now() - started;
     state.renderMs = state.renderMs === null ? took : 0.9 * state.renderMs + 0.1 * took;
@@ -675,7 +713,7 @@
   }
 
   function renderTable() {
-    const aggregated = bucketMs(state.resolution) > 0;
+    const aggregated = servedBucketMs() > 0;
     d3.select(el.tbody)
       .selectAll("tr")
       .data(state.selected, (d) => d)
