@@ -692,9 +692,25 @@ class Stack:
         stem = self._stem("operator", port)
         return self.add(Operator(port, stem.with_suffix(".log"), env, stdout=stem.with_suffix(".out")), start)
 
-    def stop_all(self) -> None:
-        for service in sorted(self.services, key=lambda s: s.name != "streamer"):
-            service.stop()
+    def stop_all(self, grace: float = 20.0) -> None:
+        """Streamers, then the rest: each group told at once (SIGTERM), waited for together, SIGKILL after ``grace``.
+
+        A group drains in parallel, as pods of a deployment do, so a test with several services does not
+        pay their shutdowns one after another.
+        """
+        streamers = [s for s in self.services if s.name == "streamer"]
+        for group in (streamers, [s for s in self.services if s.name != "streamer"]):
+            running = [service for service in group if service.alive()]
+            for service in running:
+                service.signal(signal.SIGCONT)  # a frozen process cannot act on SIGTERM
+                service.signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for service in running:
+                assert service.proc is not None
+                try:
+                    service.proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    service.kill()
 
     def report(self, chars: int = 4000) -> str:
         """The end of every service's log, for a failed test's output."""
