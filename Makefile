@@ -37,7 +37,8 @@ test: dev lint ## Install test tools, lint, and run the whole suite
 lint: dev ## ruff, mypy --strict and import boundaries
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy pulsestream generator/pulsestream_generator streamer/pulsestream_streamer operator/pulsestream_operator
+	# tests/support too: every test folder and the benchmark start services and read SSE through it.
+	$(BIN)/mypy pulsestream generator/pulsestream_generator streamer/pulsestream_streamer operator/pulsestream_operator tests/support
 	$(BIN)/lint-imports
 
 proto: dev ## Regenerate pulsestream/v1 from proto/ (commit the result)

@@ -26,9 +26,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from services import Service, ServiceError
+
 from bench.report import ratios
-from bench.runner import _REPO, Scenario, _base_env, _generator, measure_target
-from bench.services import Service, ServiceError, cpu_seconds
+from bench.runner import _REPO, BENCH_ENV, Scenario, _generator, measure_target
+from bench.services import cpu_seconds
 
 #: The published series the latency clients follow.
 PUBLISHED = "bench.published"
@@ -36,7 +38,9 @@ PUBLISHED = "bench.published"
 
 def _producer(mode: str, port: int, logs: Path, *args: str) -> Service:
     argv = [sys.executable, "-m", "bench.producer", mode, "--target", f"127.0.0.1:{port}", *args]
-    return Service(f"producer-{mode}", argv, _base_env(), logs, _REPO)
+    env = Service.environment(BENCH_ENV, {}, None, None)
+    log = logs / f"producer-{mode}.log"
+    return Service(f"producer-{mode}", argv, env, port=0, log=log, ready=lambda: True, cwd=_REPO)
 
 
 def _flood(scenario: Scenario, logs: Path, settings: Path, pre_encoded: bool, batch: int) -> dict[str, Any]:
@@ -56,7 +60,7 @@ def _flood(scenario: Scenario, logs: Path, settings: Path, pre_encoded: bool, ba
                 raise ServiceError(f"{label}: the producer did not finish\n{producer.log_tail()}") from error
             elapsed = time.monotonic() - started
         cpu = cpu_seconds(gen.pid) - cpu0
-        lines = [line for line in producer.log_path.read_text().splitlines() if line.startswith("{")]
+        lines = [line for line in producer.log.read_text().splitlines() if line.startswith("{")]
         if producer.proc.returncode != 0 or not lines:
             raise ServiceError(f"{label}: the producer failed\n{producer.log_tail()}")
         result = json.loads(lines[-1])

@@ -42,9 +42,10 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any, cast
 
 import orjson
+from sse import EventStreamParser, RawEvent
 
 from bench.histogram import BUCKETS_PER_MS, LatencyHistogram
-from bench.wire import ChunkedDecoder, Event, EventParser, WireError, parse_head
+from bench.wire import ChunkedDecoder, WireError, parse_head
 
 #: Keys under which a point may link to its predecessor's sequence.
 PREVIOUS_KEYS = ("prev", "previous_sequence", "previousSequence", "prevSeq")
@@ -227,7 +228,7 @@ class _Worker:
                 f"{what} in {kind.decode()} event #{stream.events} of a stream: {series} seq {seq} after {before}"
             )
 
-    def on_events(self, stream: _Stream, now: float, events: Iterable[Event]) -> None:
+    def on_events(self, stream: _Stream, now: float, events: Iterable[RawEvent]) -> None:
         tally = self.tally
         measuring = self.window_start <= now < self.window_end
         step = self.step
@@ -327,7 +328,7 @@ class _Stream(asyncio.Protocol):
         self.head_buffer = b""
         self.streaming = False
         self.decoder: ChunkedDecoder | None = None
-        self.parser = EventParser()
+        self.parser = EventStreamParser()
         self.last: dict[str, int] = {}
         self.events = 0
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import socket
 import subprocess
 import sys
@@ -27,10 +26,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from loopback import free_port
+from services import Generator, Service, ServiceError, StreamerProcess, clean_environment, http_answers
+
 from bench import profiling
 from bench.loadclient import LoadPlan, LoadRun, Tally
 from bench.report import ratios
-from bench.services import Service, ServiceError, cpu_seconds, free_port, grpc_serving, http_healthy, rss_bytes
+from bench.services import cpu_seconds, rss_bytes
 
 TARGETS = ("pulsestream", "reference")
 _BUCKET_MS = {"raw": 0, "1s": 1000, "5s": 5000, "1m": 60000}
@@ -103,23 +105,11 @@ class Scenario:
         }
 
 
-def _base_env() -> dict[str, str]:
-    """The caller's environment without any service setting, quiet logs, and tracing off.
-
-    Tracing is off for every process: the reference has none, and the benchmark measures the
-    data path. Settings the bench needs are added per service below.
-    """
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("GENERATOR_", "STREAMER_", "OTEL_", "PULSESTREAM_"))
-    }
-    env.update({"LOG_LEVEL": "warning", "OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none"})
-    return env
-
-
-def _console_script(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
+#: What every benchmarked process runs with (instead of the tests' short timings): quiet logs, tracing off.
+#: Tracing is off for every process: the reference has none, and the benchmark measures the data path.
+#: Settings the bench needs are added per service below; nothing else of the caller's environment
+#: that a service reads gets through (services.clean_environment).
+BENCH_ENV = {"LOG_LEVEL": "warning", "OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
 
 
 @contextmanager
@@ -127,21 +117,15 @@ def _generator(
     scenario: Scenario, settings_path: Path, log_dir: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[tuple[Service, int]]:
     port = free_port()
-    env = (
-        (extra_env or {})
-        | _base_env()
-        | {
-            "GENERATOR_PORT": str(port),
-            "GENERATOR_METRICS_PORT": "0",
-            "GENERATOR_FREQUENCY": f"{scenario.period_ms}ms",
-            # The reference opens one gRPC stream per browser on one channel: allow all of them.
-            "GENERATOR_MAX_CONCURRENT_STREAMS": "100000",
-            "PULSESTREAM_SETTINGS_FILE": str(settings_path),
-        }
-    )
-    with Service("generator", [_console_script("pulsestream-generator")], env, log_dir, _REPO) as service:
-        service.wait_until(grpc_serving(port), 60, "serving")
-        yield service, port
+    env = (extra_env or {}) | {
+        "GENERATOR_METRICS_PORT": "0",
+        "GENERATOR_FREQUENCY": f"{scenario.period_ms}ms",
+        # The reference opens one gRPC stream per browser on one channel: allow all of them.
+        "GENERATOR_MAX_CONCURRENT_STREAMS": "100000",
+    }
+    generator = Generator(port, log_dir / "generator.log", env, settings=settings_path, defaults=BENCH_ENV, cwd=_REPO)
+    with generator:
+        yield generator, port
 
 
 def _target_service(
@@ -149,26 +133,30 @@ def _target_service(
 ) -> tuple[Service, int]:
     port = free_port()
     if target == "pulsestream":
-        env = _base_env() | {
-            "STREAMER_PORT": str(port),
-            "STREAMER_GENERATOR_ADDRESS": f"127.0.0.1:{gen_port}",
-            "PULSESTREAM_SETTINGS_FILE": str(settings_path),
-        }
-        argv = list(scenario.streamer_command) or [_console_script("pulsestream-streamer")]
-    else:
-        env = _base_env()
-        argv = [
-            sys.executable,
-            "-m",
-            "bench.reference",
-            "--port",
-            str(port),
-            "--generator",
+        streamer = StreamerProcess(
+            port,
+            log_dir / "pulsestream.log",
             f"127.0.0.1:{gen_port}",
-            "--ping",
-            str(_seconds(scenario.heartbeat)),
-        ]
-    return Service(target, argv, env, log_dir, _REPO), port
+            settings=settings_path,
+            defaults=BENCH_ENV,
+            argv=scenario.streamer_command or None,
+            cwd=_REPO,
+        )
+        return streamer, port
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.reference",
+        "--port",
+        str(port),
+        "--generator",
+        f"127.0.0.1:{gen_port}",
+        "--ping",
+        str(_seconds(scenario.heartbeat)),
+    ]
+    env = clean_environment() | BENCH_ENV
+    ready = http_answers(f"http://127.0.0.1:{port}/health")
+    return Service(target, argv, env, port=port, log=log_dir / f"{target}.log", ready=ready, cwd=_REPO), port
 
 
 def _prime(port: int, path: str, seconds: float) -> None:
@@ -199,6 +187,34 @@ def _sleep_until(deadline: float, services: Sequence[Service]) -> None:
         time.sleep(min(left, 0.2))
 
 
+def _connect_all(load: LoadRun, service: Service, clients: int) -> float:
+    """Wait for every connection, but not past a deadline, nor 20 s without progress; the seconds it took.
+
+    A saturated target is then measured with the connections it accepted.
+    """
+    started = time.time()
+    deadline = started + 60 + clients / 100
+    progress, progress_at = -1, time.time()
+    while (done := load.opened() + load.failed()) < clients and time.time() < deadline:
+        service.check_alive()
+        if done != progress:
+            progress, progress_at = done, time.time()
+        if not load.alive() or time.time() - progress_at > 20:
+            break
+        time.sleep(0.05)
+    return round(time.time() - started, 2)
+
+
+def _profile_summary(sampler: subprocess.Popen[bytes], path: Path) -> dict[str, Any] | None:
+    """Wait for py-spy to finish sampling; what its profile says, if it wrote one."""
+    try:
+        sampler.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        sampler.kill()
+        sampler.wait()
+    return {"file": str(path), **profiling.summarise(path.read_text())} if path.exists() else None
+
+
 def measure_target(
     target: str,
     scenario: Scenario,
@@ -212,8 +228,7 @@ def measure_target(
     """Run the scenario's load against one target; returns the row of numbers the report prints."""
     service, port = _target_service(target, scenario, gen_port, settings, logs)
     row: dict[str, Any] = {"target": target, "clients": scenario.clients, "errors": []}
-    with service:
-        service.wait_until(http_healthy(port), 60, "healthy")
+    with service:  # started, and ready when /health answers
         # One short stream first, so lazy start-up work (imports, the first upstream subscription
         # and its history) lands in the baseline rather than in the per-connection memory.
         try:
@@ -232,19 +247,7 @@ def measure_target(
             max_duration=120 + scenario.duration + scenario.warmup + scenario.clients / 50,
         )
         with LoadRun(plan, scenario.processes()) as load:
-            connect_started = time.time()
-            # Wait for every connection, but not past a deadline, nor 20 s without progress:
-            # a saturated target is then measured with the connections it accepted.
-            deadline = connect_started + 60 + scenario.clients / 100
-            progress, progress_at = -1, time.time()
-            while (done := load.opened() + load.failed()) < scenario.clients and time.time() < deadline:
-                service.check_alive()
-                if done != progress:
-                    progress, progress_at = done, time.time()
-                if not load.alive() or time.time() - progress_at > 20:
-                    break
-                time.sleep(0.05)
-            row["connect_seconds"] = round(time.time() - connect_started, 2)
+            row["connect_seconds"] = _connect_all(load, service, scenario.clients)
             start = time.time() + scenario.warmup
             end = start + scenario.duration
             load.control.set_window(start, end)
@@ -259,14 +262,8 @@ def measure_target(
             cpu1, gen_cpu1 = cpu_seconds(service.pid), cpu_seconds(gen.pid)
             load_cpu1 = sum(cpu_seconds(pid) for pid in load.pids)
             rss_end = rss_bytes(service.pid)
-            if sampler is not None:
-                try:
-                    sampler.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    sampler.kill()
-                    sampler.wait()
-                if profile_path.exists():
-                    row["profile"] = {"file": str(profile_path), **profiling.summarise(profile_path.read_text())}
+            if sampler is not None and (profile := _profile_summary(sampler, profile_path)) is not None:
+                row["profile"] = profile
             tally = load.collect(timeout=30 + scenario.clients / 200)
     row.update(_numbers(scenario, tally, cpu1 - cpu0, rss_end - rss_base, rss_base))
     if tally.refused or tally.closed_early:

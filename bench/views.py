@@ -31,9 +31,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
+from loopback import free_port
+from services import Generator, Service, StreamerProcess
 
-from bench.runner import _base_env, _console_script
-from bench.services import Service, cpu_seconds, free_port, grpc_serving, http_healthy
+from bench.runner import BENCH_ENV
+from bench.services import cpu_seconds
 
 SERIES = "cpu"
 _REPO = Path(__file__).resolve().parent.parent
@@ -209,26 +211,29 @@ def _services(log_dir: Path, history: str) -> Iterator[tuple[Service, int]]:
     limits = {"requestsPerSecond": 100000, "burst": 1000000, "maxStreamsPerClient": 10000}
     settings.write_text(json.dumps({"frequency": "10ms", "retention": history, "rateLimit": limits}))
     gen_port, port = free_port(), free_port()
-    gen_env = _base_env() | {
-        "GENERATOR_PORT": str(gen_port),
-        "GENERATOR_METRICS_PORT": "0",
-        "PULSESTREAM_SETTINGS_FILE": str(settings),
-    }
-    streamer_env = _base_env() | {
-        "STREAMER_PORT": str(port),
-        "STREAMER_GENERATOR_ADDRESS": f"127.0.0.1:{gen_port}",
+    generator = Generator(
+        gen_port,
+        log_dir / "views-generator.log",
+        {"GENERATOR_METRICS_PORT": "0"},
+        settings=settings,
+        defaults=BENCH_ENV,
+        cwd=_REPO,
+    )
+    streamer_env = {
         "STREAMER_MAX_WINDOW": "1h",
         "STREAMER_RING_CAPACITY": "370000",  # an hour of raw points at 10 ms, so raw viewers get the whole window
         "STREAMER_UNARY_TIMEOUT": "60s",
         "STREAMER_READY_TIMEOUT": "60s",
-        "PULSESTREAM_SETTINGS_FILE": str(settings),
     }
-    with Service("views-generator", [_console_script("pulsestream-generator")], gen_env, log_dir, _REPO) as gen:
-        gen.wait_until(grpc_serving(gen_port), 120, "serving")
-        argv = [_console_script("pulsestream-streamer")]
-        with Service("views-streamer", argv, streamer_env, log_dir, _REPO) as streamer:
-            streamer.wait_until(http_healthy(port), 60, "healthy")
+    streamer = StreamerProcess(
+        port, log_dir / "views-streamer.log", generator, streamer_env, settings=settings, defaults=BENCH_ENV, cwd=_REPO
+    )
+    try:
+        generator.start().wait_ready(120)  # the start-up backfill of an hour at 10 ms takes a while
+        with streamer:
             yield streamer, port
+    finally:
+        generator.stop()
 
 
 async def _warm(port: int) -> None:

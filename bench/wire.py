@@ -1,11 +1,12 @@
-"""Minimal HTTP/1.1 response and Server-Sent Events decoding for the load client.
+"""Minimal HTTP/1.1 response decoding for the load client.
 
 Pure byte-in, values-out classes with no I/O, so the load client's
 per-connection cost stays a few C-level ``bytes`` operations per chunk and
 the parsing is tested directly. Only what the two servers under test send is
 supported: a status line and headers, then a body either chunked
-(uvicorn streams responses without a length that way) or read to close, and
-SSE lines ending in ``\\n`` or ``\\r\\n`` (sse-starlette's default).
+(uvicorn streams responses without a length that way) or read to close. The
+SSE in that body is read by the tests' parser (``tests/support/sse.py``:
+``EventStreamParser``), built for the same per-chunk cost.
 """
 
 from __future__ import annotations
@@ -106,79 +107,3 @@ class ChunkedDecoder:
             self._remaining = length
         self._buffer = buffer[pos:]
         return b"".join(out)
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One dispatched SSE event; ``data`` joins multiple ``data:`` lines with ``\\n``."""
-
-    type: bytes
-    data: bytes
-    id: bytes | None
-
-
-class EventParser:
-    """Incremental SSE parser: bytes in, complete events out.
-
-    Comment-only blocks (heartbeats) are not events; they are counted in
-    :attr:`comments`. A ``retry:`` line is recorded in :attr:`retry`.
-    """
-
-    __slots__ = ("_buffer", "_held_cr", "comments", "retry")
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._held_cr = False
-        self.comments = 0
-        self.retry: int | None = None
-
-    def feed(self, data: bytes) -> list[Event]:
-        if self._held_cr:
-            data = b"\r" + data
-            self._held_cr = False
-        if b"\r" in data:
-            if data.endswith(b"\r"):  # its \n may be in the next read
-                data = data[:-1]
-                self._held_cr = True
-            data = data.replace(b"\r\n", b"\n")
-        buffer = self._buffer + data if self._buffer else data
-        if b"\n\n" not in buffer:
-            self._buffer = buffer
-            return []
-        blocks = buffer.split(b"\n\n")
-        self._buffer = blocks.pop()
-        events: list[Event] = []
-        for block in blocks:
-            if block:
-                event = self._block(block)
-                if event is not None:
-                    events.append(event)
-        return events
-
-    def _block(self, block: bytes) -> Event | None:
-        kind = b"message"
-        data: list[bytes] = []
-        ident: bytes | None = None
-        comment = False
-        for line in block.split(b"\n"):
-            if not line:
-                continue
-            if line[0] == 0x3A:  # ":" starts a comment
-                comment = True
-                continue
-            name, _, value = line.partition(b":")
-            if value[:1] == b" ":
-                value = value[1:]
-            if name == b"data":
-                data.append(value)
-            elif name == b"event":
-                kind = value
-            elif name == b"id":
-                ident = value
-            elif name == b"retry" and value.isdigit():
-                self.retry = int(value)
-        if not data:
-            if comment:
-                self.comments += 1
-            return None
-        return Event(kind, data[0] if len(data) == 1 else b"\n".join(data), ident)

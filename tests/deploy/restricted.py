@@ -66,6 +66,13 @@ def restricted_violations(workload: dict[str, Any]) -> list[str]:
     """What breaks the restricted Pod Security Standard (plus resources and seccomp) in a workload's pod."""
     name = workload["metadata"]["name"]
     pod = workload["spec"]["template"]["spec"]
+    problems = _pod_violations(name, pod)
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        problems += _container_violations(f"{name}/{container['name']}", container)
+    return problems
+
+
+def _pod_violations(name: str, pod: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     pod_sc = pod.get("securityContext", {})
     if pod_sc.get("runAsNonRoot") is not True:
@@ -76,31 +83,34 @@ def restricted_violations(workload: dict[str, Any]) -> list[str]:
         problems.append(f"{name}: pod seccompProfile is not RuntimeDefault")
     if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):
         problems.append(f"{name}: pod shares a host namespace")
-    for volume in pod.get("volumes", []):
-        if "hostPath" in volume:
-            problems.append(f"{name}: hostPath volume {volume['name']}")
-    for container in pod.get("initContainers", []) + pod["containers"]:
-        where = f"{name}/{container['name']}"
-        sc = container.get("securityContext", {})
-        if sc.get("allowPrivilegeEscalation") is not False:
-            problems.append(f"{where}: allowPrivilegeEscalation is not false")
-        if sc.get("readOnlyRootFilesystem") is not True:
-            problems.append(f"{where}: readOnlyRootFilesystem is not true")
-        if sc.get("privileged"):
-            problems.append(f"{where}: privileged")
-        if sc.get("capabilities", {}).get("drop") != ["ALL"]:
-            problems.append(f"{where}: capabilities do not drop ALL")
-        if sc.get("capabilities", {}).get("add"):
-            problems.append(f"{where}: adds capabilities")
-        if sc.get("runAsUser") == 0:
-            problems.append(f"{where}: runs as uid 0")
-        resources = container.get("resources", {})
-        for kind in ("requests", "limits"):
-            for resource in ("cpu", "memory"):
-                if resource not in resources.get(kind, {}):
-                    problems.append(f"{where}: no {resource} {kind}")
-        if container.get("image", "").endswith(":latest") or ":" not in container.get("image", ""):
-            problems.append(f"{where}: image {container.get('image')!r} has no pinned tag")
+    problems += [f"{name}: hostPath volume {v['name']}" for v in pod.get("volumes", []) if "hostPath" in v]
+    return problems
+
+
+def _container_violations(where: str, container: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    sc = container.get("securityContext", {})
+    if sc.get("allowPrivilegeEscalation") is not False:
+        problems.append(f"{where}: allowPrivilegeEscalation is not false")
+    if sc.get("readOnlyRootFilesystem") is not True:
+        problems.append(f"{where}: readOnlyRootFilesystem is not true")
+    if sc.get("privileged"):
+        problems.append(f"{where}: privileged")
+    if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+        problems.append(f"{where}: capabilities do not drop ALL")
+    if sc.get("capabilities", {}).get("add"):
+        problems.append(f"{where}: adds capabilities")
+    if sc.get("runAsUser") == 0:
+        problems.append(f"{where}: runs as uid 0")
+    resources = container.get("resources", {})
+    problems += [
+        f"{where}: no {resource} {kind}"
+        for kind in ("requests", "limits")
+        for resource in ("cpu", "memory")
+        if resource not in resources.get(kind, {})
+    ]
+    if container.get("image", "").endswith(":latest") or ":" not in container.get("image", ""):
+        problems.append(f"{where}: image {container.get('image')!r} has no pinned tag")
     return problems
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from streamer_harness import Streamer
+from services import Streamer
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "streamer" / "pulsestream_streamer" / "static"

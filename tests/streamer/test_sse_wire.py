@@ -20,7 +20,7 @@ from pulsestream_streamer.core.ring import Ring
 from pulsestream_streamer.fanout.clients import Client, ClientLimits
 from pulsestream_streamer.fanout.feed import Feed
 from pulsestream_streamer.observability.metrics import StreamerMetrics
-from streamer_harness import Streamer
+from services import Streamer
 
 
 async def test_the_first_block_is_the_snapshot_with_retry_in_it_and_every_block_carries_data(

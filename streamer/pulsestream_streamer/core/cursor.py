@@ -103,6 +103,13 @@ def encode(resolution: str, positions: Mapping[str, int]) -> str:
 
 def decode(text: str) -> Cursor:
     """Read an id produced by :func:`encode`; raise :class:`CursorError` for anything else."""
+    body = _checked_body(text)
+    resolution, pos = _read_resolution(body)
+    return Cursor(resolution, _read_positions(body, pos))
+
+
+def _checked_body(text: str) -> bytes:
+    """The cursor's bytes without their checksum, once the checksum matches."""
     if not text or len(text) > _MAX_LEN:
         raise CursorError("empty or oversized cursor")
     try:
@@ -114,17 +121,26 @@ def decode(text: str) -> Cursor:
     body, check = data[:-4], data[-4:]
     if zlib.crc32(body).to_bytes(4, "big") != check:
         raise CursorError("cursor checksum mismatch")
+    return body
+
+
+def _read_resolution(body: bytes) -> tuple[str, int]:
+    """The view a cursor is for (a served resolution, or a built width), and where its series start."""
     if body[0] == VERSION:
         if body[1] >= len(_RESOLUTIONS):
             raise CursorError("unknown resolution in cursor")
-        resolution, pos = _RESOLUTIONS[body[1]], 2
-    elif body[0] == VERSION_WIDTH:
+        return _RESOLUTIONS[body[1]], 2
+    if body[0] == VERSION_WIDTH:
         width, pos = _read_varint(body, 1)
         resolution = width_name(width)
         if WIDTHS.get(resolution) != width or resolution in RESOLUTIONS:
             raise CursorError("unknown bucket width in cursor")
-    else:
-        raise CursorError(f"cursor version {body[0]} is not supported")
+        return resolution, pos
+    raise CursorError(f"cursor version {body[0]} is not supported")
+
+
+def _read_positions(body: bytes, pos: int) -> dict[str, int]:
+    """Series name -> last delivered sequence, from ``pos`` to the end of ``body``."""
     count, pos = _read_varint(body, pos)
     if count > 256:
         raise CursorError("too many series in cursor")
@@ -145,4 +161,4 @@ def decode(text: str) -> Cursor:
         raise CursorError("trailing bytes in cursor")
     if any(distance > base for distance in distances.values()):
         raise CursorError("inconsistent cursor")
-    return Cursor(resolution, {name: base - distance for name, distance in distances.items()})
+    return {name: base - distance for name, distance in distances.items()}

@@ -160,6 +160,46 @@ async def _watch_disconnect(receive: Receive, client: Client) -> None:
             return
 
 
+def _disconnect_detection(
+    client: Client, receive: Receive, connection: ServerConnection | None, metrics: StreamerMetrics
+) -> tuple[Callable[[], bool] | None, asyncio.Future[None] | None]:
+    """How this server tells us the peer left, counted by path: a probe of uvicorn's flag, else a watcher task.
+
+    On uvicorn a chunked GET may also take flushes written straight to its transport (``fast``).
+    """
+    if connection is None:
+        metrics.connection_paths.labels("fallback").inc()
+        return None, asyncio.ensure_future(_watch_disconnect(receive, client))
+    probe = client.probe = connection.disconnected
+    if connection.chunked_get:
+        client.attach(connection.write_now)
+        metrics.connection_paths.labels("fast").inc()
+    else:
+        metrics.connection_paths.labels("no_direct_writes").inc()
+    return probe, None
+
+
+async def _write_bodies(
+    client: Client, raw_send: RawSend, probe: Callable[[], bool] | None, metrics: StreamerMetrics
+) -> None:
+    """Write what the client's queue gives until it gives nothing more (closed, or the peer left)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        body = await client.next_body()
+        if body is None:
+            return
+        client.blocked_since = loop.time()
+        await raw_send({"type": "http.response.body", "body": body, "more_body": True})
+        client.blocked_since = 0.0
+        client.wrote(len(body), loop.time())
+        if client.piece_bytes:
+            metrics.bytes_sent.inc(client.piece_bytes)
+            client.piece_bytes = 0
+        body = None
+        if probe is not None and probe():
+            client.disconnected()
+
+
 async def write_stream(
     client: Client, receive: Receive, send: Send, raw_send: RawSend, metrics: StreamerMetrics
 ) -> None:
@@ -176,38 +216,13 @@ async def write_stream(
     task waiting on ``receive()``, and flushes may write to it directly; on any other
     server :func:`_watch_disconnect` runs and every event goes through this writer.
     """
-    loop = asyncio.get_running_loop()
     connection = ServerConnection.of(raw_send, client.limits.write_buffer)
     if connection is not None and connection.http_10:
         connection.delimit_by_close()  # HTTP/1.0 has no chunked encoding: the body ends when the connection does
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    probe: Callable[[], bool] | None = None
-    watcher = None
-    if connection is None:
-        metrics.connection_paths.labels("fallback").inc()
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, client))
-    else:
-        probe = client.probe = connection.disconnected
-        if connection.chunked_get:
-            client.attach(connection.write_now)
-            metrics.connection_paths.labels("fast").inc()
-        else:
-            metrics.connection_paths.labels("no_direct_writes").inc()
+    probe, watcher = _disconnect_detection(client, receive, connection, metrics)
     try:
-        while True:
-            body = await client.next_body()
-            if body is None:
-                break
-            client.blocked_since = loop.time()
-            await raw_send({"type": "http.response.body", "body": body, "more_body": True})
-            client.blocked_since = 0.0
-            client.wrote(len(body), loop.time())
-            if client.piece_bytes:
-                metrics.bytes_sent.inc(client.piece_bytes)
-                client.piece_bytes = 0
-            body = None
-            if probe is not None and probe():
-                client.disconnected()
+        await _write_bodies(client, raw_send, probe, metrics)
         if not client.gone:
             if connection is not None:
                 connection.ending()

@@ -21,7 +21,7 @@ the range these were checked against, :class:`ServerConnection` checks the
 shape of what it finds and returns ``None`` for anything else (another
 server, another uvicorn), and every stream counts which path served it
 (``pulsestream_streamer_sse_connections_by_path_total{path}``), so a test
-(``tests/streamer/test_uvicorn_fast_path.py``) fails when the fast path
+(``tests/streamer/test_streamer_sse_takes_the_uvicorn_fast_path.py``) fails when the fast path
 silently falls back.
 
 Bounding the request head
