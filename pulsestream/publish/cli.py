@@ -105,7 +105,10 @@ def _parser() -> argparse.ArgumentParser:
         "from standard input to a pulsestream generator.",
     )
     parser.add_argument("file", nargs="?", help="read this file instead of standard input")
-    parser.add_argument("--target", default=DEFAULT_TARGET, help=f"generator HOST:PORT (default {DEFAULT_TARGET})")
+    target = os.environ.get("PULSESTREAM_TARGET") or DEFAULT_TARGET
+    parser.add_argument(
+        "--target", default=target, help=f"generator HOST:PORT (default: $PULSESTREAM_TARGET, else {DEFAULT_TARGET})"
+    )
     parser.add_argument("--token", help="ingest token (default: $PULSESTREAM_INGEST_TOKEN)")
     parser.add_argument("--series", help='series of lines that have no "series"')
     parser.add_argument("--rate", type=float, help="publish at most this many points per second (replaying a file)")
