@@ -50,29 +50,33 @@ def _everything(name: str) -> bool:
     return True
 
 
+def _named(raw: str, catalogue: Catalogue, allowed: Callable[[str], bool], offered: list[str]) -> list[str]:
+    """The names of ``?series=``: well formed, in scope (else :class:`Forbidden`), then known."""
+    names = [part.strip() for part in raw.split(",")]
+    if not raw.strip() or any(not name for name in names):
+        raise BadParameter("series", "series must be a comma-separated list of series names, e.g. cpu,memory")
+    bad = [name for name in names if not _NAME.match(name)]
+    if bad:
+        raise BadParameter("series", f"not a series name: {bad[0][:64]!r}")
+    denied = next((name for name in names if not allowed(name)), None)
+    if denied is not None:
+        raise Forbidden(denied, f"this credential may not read the series {denied!r}")
+    unknown = [name for name in names if catalogue.series and name not in catalogue.series]
+    if unknown:
+        raise BadParameter("series", f"unknown series {unknown[0]!r}; known: {', '.join(offered)}")
+    return names
+
+
 def _series(
     raw: str | None, catalogue: Catalogue, settings: StreamerSettings, allowed: Callable[[str], bool]
 ) -> tuple[str, ...]:
     offered = [name for name in catalogue.series if allowed(name)]
-    if raw is None:
-        names = offered
-        if catalogue.series and not offered:
-            raise Forbidden(None, "this credential may read none of the series on offer")
+    if raw is not None:
+        names = _named(raw, catalogue, allowed, offered)
+    elif catalogue.series and not offered:
+        raise Forbidden(None, "this credential may read none of the series on offer")
     else:
-        names = [part.strip() for part in raw.split(",")]
-        if not raw.strip() or any(not name for name in names):
-            raise BadParameter("series", "series must be a comma-separated list of series names, e.g. cpu,memory")
-        bad = [name for name in names if not _NAME.match(name)]
-        if bad:
-            raise BadParameter("series", f"not a series name: {bad[0][:64]!r}")
-        denied = next((name for name in names if not allowed(name)), None)
-        if denied is not None:
-            raise Forbidden(denied, f"this credential may not read the series {denied!r}")
-        if catalogue.series:
-            unknown = [name for name in names if name not in catalogue.series]
-            if unknown:
-                known = ", ".join(offered)
-                raise BadParameter("series", f"unknown series {unknown[0]!r}; known: {known}")
+        names = offered
     unique = tuple(sorted(set(names)))
     if not unique:
         raise BadParameter("series", "no series available")
