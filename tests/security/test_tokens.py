@@ -137,6 +137,11 @@ def test_a_short_or_missing_secret_file_is_refused_and_the_last_good_secret_stay
     assert secrets.signing() == SECRET.encode() and secrets.error is not None and "cannot read" in secrets.error
 
 
+def test_a_missing_previous_secret_file_is_no_rotation_not_an_error(tmp_path: Path) -> None:
+    secrets = TokenSecrets(secret_file(tmp_path, "current", SECRET), tmp_path / "absent")
+    assert secrets.error is None and list(secrets.verifying().values()) == [SECRET.encode()]
+
+
 def test_without_a_secret_file_a_random_secret_serves_this_process() -> None:
     first, second = TokenSecrets(), TokenSecrets()
     assert not first.configured and first.signing() and first.signing() != second.signing()

@@ -105,6 +105,10 @@ class _SecretFile:
     def reload(self) -> bool:
         try:
             raw = self._watched.read_if_changed()
+        except FileNotFoundError:
+            if self.required:
+                return self._reject(f"cannot read {self.path}: no such file")
+            raw = b""  # no previous secret (a Secret without that key): no rotation in progress
         except OSError as error:
             return self._reject(f"cannot read {self.path}: {error.strerror or error}")
         if raw is None:
