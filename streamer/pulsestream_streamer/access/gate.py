@@ -49,7 +49,13 @@ from pulsestream.spec import RateLimit
 from pulsestream_streamer.access.clientid import ClientIdentifier
 from pulsestream_streamer.access.idp import IdpTokens, UnknownSigningKey
 from pulsestream_streamer.access.keys import KeyStore, credential_query
-from pulsestream_streamer.access.principal import Authenticator, Principal, Unauthenticated, presented_credential
+from pulsestream_streamer.access.principal import (
+    Authenticator,
+    Credential,
+    Principal,
+    Unauthenticated,
+    presented_credential,
+)
 from pulsestream_streamer.access.ratelimit import RateLimiter, retry_after_header
 from pulsestream_streamer.access.tokens import Tokens, TokenSecrets
 
@@ -121,20 +127,31 @@ class AccessGate:
         """Every secret in force (keys, token secrets), for the log redaction filter; never log these."""
         return self.keys.secrets() + self.tokens.secrets.secrets()
 
-    async def authenticate(self, scope: Scope, headers: Headers) -> Principal | Unauthenticated:
-        """The caller's principal, or why it is refused; a provider key the set lacks is fetched once first."""
-        credential = presented_credential(headers, credential_query(scope.get("query_string", b"")))
+    def authenticate(self, credential: Credential | None) -> Principal | Unauthenticated | UnknownSigningKey:
+        """The caller's principal, why it is refused, or the provider key its token needs fetched."""
         try:
             return self.auth.authenticate(credential)
-        except Unauthenticated as refusal:
-            return refusal
-        except UnknownSigningKey as unknown:
-            if self.idp is not None and await self.idp.jwks.ensure(unknown.kid):
-                try:
-                    return self.auth.authenticate(credential)
-                except (Unauthenticated, UnknownSigningKey):
-                    pass
-            return Unauthenticated("invalid_token", "the token's signing key is not in the identity provider's JWKS")
+        except (Unauthenticated, UnknownSigningKey) as outcome:
+            return outcome
+
+    async def after_fetch(
+        self, credential: Credential | None, unknown: UnknownSigningKey
+    ) -> Principal | Unauthenticated:
+        """Fetch the provider's keys once (rate limited by the source) and check the credential again."""
+        if self.idp is not None and await self.idp.jwks.ensure(unknown.kid):
+            outcome = self.authenticate(credential)
+            if not isinstance(outcome, UnknownSigningKey):
+                return outcome
+        return Unauthenticated("invalid_token", "the token's signing key is not in the identity provider's JWKS")
+
+    def client_of(self, outcome: object, scope: Scope, headers: Headers) -> str:
+        """The rate-limited client: the principal's id, else the address (trusted proxies believed)."""
+        if isinstance(outcome, Principal) and outcome.client_id is not None:
+            return outcome.client_id
+        peer = scope.get("client")
+        return self.clients.identify(
+            None, peer[0] if peer else None, ", ".join(headers.getlist("x-forwarded-for")) or None
+        )
 
 
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -172,13 +189,9 @@ class AccessMiddleware:
 
         gate = self.gate
         gate.refresh()
-        outcome = await gate.authenticate(scope, headers)
-        peer = scope.get("client")
-        client = outcome.client_id if isinstance(outcome, Principal) else None
-        if client is None:
-            client = gate.clients.identify(
-                None, peer[0] if peer else None, ", ".join(headers.getlist("x-forwarded-for")) or None
-            )
+        credential = presented_credential(headers, credential_query(scope.get("query_string", b"")))
+        outcome = gate.authenticate(credential)
+        client = gate.client_of(outcome, scope, headers)
         if is_v1:
             wait = gate.limiter.acquire(client)
             if wait:
@@ -186,6 +199,9 @@ class AccessMiddleware:
                 gate.refused("rate_limited")
                 await _send(send, *_json(429, "rate_limited", _rate_message(gate), _retry(wait)))
                 return
+        if isinstance(outcome, UnknownSigningKey):  # after the bucket: made-up kids are throttled first
+            outcome = await gate.after_fetch(credential, outcome)
+            client = gate.client_of(outcome, scope, headers)
         if isinstance(outcome, Unauthenticated):
             logger.debug("request refused: %s", outcome.reason, extra={"client": client})
             gate.refused("unauthorized")
