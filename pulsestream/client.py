@@ -23,7 +23,11 @@ For notebooks, bots and tests: the same semantics as ``pulsestream.js``, on
   ``400`` raise :class:`Refused` (a callable ``token`` gets one more try
   with a fresh token first).
 - **Credentials** go in ``Authorization: Bearer`` (keys and tokens alike), never
-  in the URL: unlike an ``EventSource``, httpx can send headers.
+  in the URL: unlike an ``EventSource``, httpx can send headers. ``token`` may
+  be a function asked at every (re)connect; :class:`TokenFromKey` is one that
+  trades an API key for short-lived, possibly narrower tokens (``POST
+  /v1/tokens``) and mints a fresh one before each expires. A stream open past
+  its token's expiry is not cut; the next reconnect gets a fresh token.
 - **Notices** (``event: notice``) are kept in :attr:`Stream.notices` and passed
   to ``on_notice``; :attr:`Stream.trouble` names the series whose upstream is
   down until their points come back.
@@ -38,6 +42,7 @@ import inspect
 import json
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -48,7 +53,7 @@ from typing import Any, Literal
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-__all__ = ["Notice", "Point", "Refused", "Status", "Stream", "decode_points"]
+__all__ = ["Notice", "Point", "Refused", "Status", "Stream", "TokenFromKey", "decode_points"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +153,76 @@ def decode_points(body: dict[str, Any]) -> list[Point]:
     else:
         rows = ()
     return [Point.of(row) for row in rows]
+
+
+class TokenFromKey:
+    """A ``token`` function from an API key: ``POST /v1/tokens`` with the key in ``X-API-Key``, the token kept
+    until ``refresh_before`` seconds of its expiry (default a minute, or a tenth of a short lifetime).
+
+    ``series`` narrows the tokens (globs within the key's scope), ``ttl`` sets their lifetime (``"15m"``).
+    Raises :class:`Refused` when the streamer refuses the key or the scope.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        series: Sequence[str] | None = None,
+        ttl: str | None = None,
+        refresh_before: float | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/v1/tokens"
+        self._api_key = api_key
+        self.body: dict[str, Any] = {}
+        if series is not None:
+            self.body["series"] = list(series)
+        if ttl is not None:
+            self.body["ttl"] = ttl
+        self.refresh_before = refresh_before
+        self._client = client
+        self._token = ""
+        self._expires = 0.0
+        self._lifetime = 0.0
+        self._lock = asyncio.Lock()
+        #: Tokens minted so far.
+        self.minted = 0
+
+    def forget(self) -> None:
+        """Drop the token held (a connect with it was refused): the next call mints a fresh one."""
+        self._token = ""
+
+    async def __call__(self) -> str:
+        async with self._lock:
+            margin = self.refresh_before if self.refresh_before is not None else min(60.0, self._lifetime / 10)
+            if self._token and time.time() < self._expires - margin:
+                return self._token
+            client = self._client or httpx.AsyncClient(timeout=10.0)
+            try:
+                reply = await client.post(self.url, headers={"X-API-Key": self._api_key}, json=self.body)
+            finally:
+                if self._client is None:
+                    await client.aclose()
+            if reply.status_code != 201:
+                error = _error_of(reply)
+                raise Refused(
+                    reply.status_code, error.get("code", f"http_{reply.status_code}"), error.get("message", "")
+                )
+            body = reply.json()
+            self._token = str(body["token"])
+            self._expires = datetime.fromisoformat(str(body["expiresAt"]).replace("Z", "+00:00")).timestamp()
+            self._lifetime = max(0.0, self._expires - time.time())
+            self.minted += 1
+            return self._token
+
+
+def _error_of(response: httpx.Response) -> dict[str, str]:
+    try:
+        error = response.json().get("error", {})
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+    return {key: str(value) for key, value in error.items()} if isinstance(error, dict) else {}
 
 
 async def _credential(value: Credential | None) -> str:
@@ -302,14 +377,13 @@ class Stream:
 
     async def _refused(self, response: httpx.Response) -> None:
         await response.aread()
-        try:
-            error = response.json().get("error", {})
-        except (json.JSONDecodeError, AttributeError):
-            error = {}
-        code, message = str(error.get("code", f"http_{response.status_code}")), str(error.get("message", ""))
+        error = _error_of(response)
+        code, message = error.get("code", f"http_{response.status_code}"), error.get("message", "")
         status = response.status_code
         if status in (401, 403) and callable(self.token) and not self._fresh_token_tried:
             self._fresh_token_tried = True
+            if isinstance(self.token, TokenFromKey):
+                self.token.forget()
             raise _Retry(0.0)
         if status in (400, 401, 403, 404):
             raise Refused(status, code, message)

@@ -17,7 +17,7 @@ def main() -> None:
     logs.configure(settings.log_level, settings.log_format, "streamer")
     provider = telemetry.configure_or_exit("pulsestream-streamer")
     server = build_server(settings)
-    redaction.install(server.streamer_app.state.access.keys.secrets)  # keys never reach a log line
+    redaction.install(server.streamer_app.state.access.secrets)  # keys and token secrets never reach a log line
     with tracing.exporting_until_exit(provider, server.handle_exit):  # batched spans flushed before exit
         server.run(sockets=[server.bind()])  # our bind: it applies STREAMER_SOCKET_SEND_BUFFER (uvicorn's does not)
 

@@ -16,11 +16,12 @@ time, the environment supplies what the file leaves out
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from pulsestream.durations import Duration, within
+from pulsestream.envsettings import Conflict
 from pulsestream.liveenv import LiveEnvSettings, live
 from pulsestream.spec import SeriesName
 from pulsestream_streamer.access.clientid import parse_networks
@@ -93,7 +94,61 @@ class StreamerSettings(LiveEnvSettings):
     api_keys_file: str = Field(
         default="",
         description="File of API keys, one per line (# comments), e.g. a mounted Secret; re-read by content hash "
-        "every settings_poll_interval, so keys rotate without a restart. Adds to STREAMER_API_KEYS.",
+        "every settings_poll_interval, so keys rotate without a restart. A line KEY series=cpu,mem* limits the key "
+        "to the series matching those globs; a key alone grants every series. Adds to STREAMER_API_KEYS.",
+    )
+    token_secret_file: str = Field(
+        default="",
+        description="File holding the secret that signs stream tokens (POST /v1/tokens; HS256, at least 32 bytes, "
+        "e.g. openssl rand -base64 48), e.g. a mounted Secret; re-read by content hash like the key file. Empty = "
+        "a random secret made at start: tokens then work with this process only; replicas behind one address "
+        "need the same file.",
+    )
+    token_previous_secret_file: str = Field(
+        default="",
+        description="File holding the previous token secret while rotating: tokens it signed are still accepted "
+        "(new ones are signed with STREAMER_TOKEN_SECRET_FILE's); empty it once the longest TTL has passed.",
+    )
+    token_ttl: Annotated[Duration, within("1s", "24h")] = Field(
+        default=Duration("15m"),
+        description="Lifetime of a minted token when the request names none; short, since a token in a URL may "
+        "be kept by proxies and browser history (an open stream outlives its token).",
+    )
+    token_max_ttl: Annotated[Duration, within("1s", "24h")] = Field(
+        default=Duration("24h"),
+        description="Longest lifetime a token request may ask for (ttl in POST /v1/tokens; 24h at most).",
+    )
+    token_leeway: Annotated[Duration, within("0ms", "5m")] = Field(
+        default=Duration("30s"),
+        description="Clock skew allowed when checking a token's exp, nbf and iat (minted and identity-provider "
+        "tokens alike): two machines' clocks differ by a few seconds, and NTP keeps them well within this.",
+    )
+    jwt_jwks_url: str = Field(
+        default="",
+        description="An identity provider's JWKS: an https:// URL (its jwks_uri) or a file path (e.g. a mounted "
+        "ConfigMap, for clusters that cannot reach it). Set: RS256/ES256 JWTs it signed are accepted on /v1/*, "
+        "granting the series their series claim lists. Needs STREAMER_JWT_ISSUER and STREAMER_JWT_AUDIENCE.",
+    )
+    jwt_issuer: str = Field(default="", description="The iss every identity-provider JWT must carry (exactly).")
+    jwt_audience: str = Field(
+        default="", description="The aud every identity-provider JWT must carry (or list) for this streamer."
+    )
+    jwt_series_claim: str = Field(
+        default="series",
+        min_length=1,
+        description="Claim of identity-provider JWTs listing the series globs granted (a list, or one string split "
+        "by spaces or commas); a token without it grants no series.",
+    )
+    jwt_jwks_refresh: Annotated[Duration, within("1s", "24h")] = Field(
+        default=Duration("5m"),
+        description="How often the JWKS is fetched again; a token signed with an unknown kid also fetches it (at "
+        "most every 10s or this, if shorter), so a provider's key rotation is picked up at once. A failed fetch "
+        "keeps the last good keys (shown in /health).",
+    )
+    jwt_jwks_ca_file: str = Field(
+        default="",
+        description="PEM CA bundle to verify the JWKS URL's TLS certificate (empty = the system's CAs); "
+        "verification is never off.",
     )
     trusted_proxies: str = Field(
         default="",
@@ -255,6 +310,35 @@ class StreamerSettings(LiveEnvSettings):
     def _keys(cls, value: str) -> str:
         parse_keys(value, ",")  # InvalidKeyError is a ValueError and never quotes a key
         return value
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _jwks_location(cls, value: str) -> str:
+        scheme, sep, _ = value.partition("://")
+        if sep and scheme.lower() != "https":
+            raise ValueError("a JWKS URL must be https:// (whoever can change the keys can forge any token)")
+        if sep and not _:
+            raise ValueError("the JWKS URL has no host")
+        return value
+
+    @model_validator(mode="after")
+    def _access_rules(self) -> Self:
+        conflicts: list[tuple[list[str], str, str]] = []
+        if self.token_ttl.seconds > self.token_max_ttl.seconds:
+            conflicts.append(
+                (["token_ttl", "token_max_ttl"], "TtlAboveMax", "the default token TTL is above the longest allowed")
+            )
+        if self.jwt_jwks_url and not (self.jwt_issuer and self.jwt_audience):
+            conflicts.append(
+                (
+                    ["jwt_jwks_url", "jwt_issuer", "jwt_audience"],
+                    "JwtChecksMissing",
+                    "identity-provider JWTs need both an issuer and an audience to check",
+                )
+            )
+        if conflicts:
+            raise Conflict(conflicts)
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -10,6 +10,7 @@ as ``groupVersion: "/v1"``, which Helm's REST mapper cannot use; the
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import importlib.util
 import json
@@ -298,6 +299,14 @@ async def test_all_options_on_add_ingress_for_sse_hpa_servicemonitors_and_the_ke
     volume = next(v for v in streamer["volumes"] if v["name"] == mount["name"])
     assert volume["secret"]["secretName"] == "ps-api-keys"
     assert "key-one" not in json.dumps(by_kind(objects, "Deployment")), "keys never appear outside the Secret"
+    # Issue 17: one token secret for every replica, mounted as a file, made by the chart with the keys.
+    token_file = str(env["STREAMER_TOKEN_SECRET_FILE"])
+    mount = next(m for m in container["volumeMounts"] if token_file.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in streamer["volumes"] if v["name"] == mount["name"])
+    token_secret = by_kind(objects, "Secret")[volume["secret"]["secretName"]]
+    assert token_file.rsplit("/", 1)[1] in token_secret["data"]
+    assert len(base64.b64decode(token_secret["data"]["token-secret"])) >= 32
+    assert env["STREAMER_TOKEN_PREVIOUS_SECRET_FILE"].startswith(mount["mountPath"] + "/")
 
     generator = by_kind(objects, "Deployment")["ps-generator"]["spec"]["template"]["spec"]
     assert generator["containers"][0]["image"].startswith("registry.example.com/acme/pulsestream-generator@sha256:")

@@ -57,6 +57,12 @@ EXAMPLES: dict[str, Example] = {
     "STREAMER_API_KEYS": Example("k1-abc,k2_def=", ("has space,k2",)),
     "STREAMER_CORS_ALLOWED_ORIGINS": Example("https://a.example,http://localhost:3000", ("a.example",)),
     "STREAMER_TRUSTED_PROXIES": Example("10.0.0.0/8,fd00::/8", ("10.0.0.300",)),
+    "STREAMER_TOKEN_MAX_TTL": Example("1h", ("soon", "48h")),
+    "STREAMER_JWT_JWKS_URL": Example(
+        "https://idp.example/certs",
+        ("http://idp.example/certs", "ftp://idp.example/certs"),
+        alongside={"STREAMER_JWT_ISSUER": "https://idp.example", "STREAMER_JWT_AUDIENCE": "pulsestream"},
+    ),
     "OPERATOR_CONFIGMAP_NAME": Example("{name}-live", ("Bad_Name", "{nope}-x")),
     "OPERATOR_SETTINGS_KEY": Example("live.json", ("a/b",)),
     "OPERATOR_ROLL_ON": Example("frequency,series", ("colour",)),

@@ -38,6 +38,11 @@ objects get the same names as in k8s/: pulsestream-generator, ...
 {{- default (printf "%s-api-keys" (include "pulsestream.fullname" .)) .Values.streamer.apiKeys.existingSecret -}}
 {{- end -}}
 
+{{/* The Secret holding the secret that signs stream tokens: every replica must verify what another minted. */}}
+{{- define "pulsestream.tokenSecret" -}}
+{{- default (printf "%s-token-secret" (include "pulsestream.fullname" .)) .Values.streamer.tokens.existingSecret -}}
+{{- end -}}
+
 {{- define "pulsestream.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}

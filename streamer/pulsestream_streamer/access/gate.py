@@ -1,4 +1,4 @@
-"""The gate in front of ``/v1/*``: per-client rate limit, API key check, concurrent-stream cap.
+"""The gate in front of ``/v1/*``: who the caller is, per-client rate limit, credential check, stream cap.
 
 An ASGI middleware rather than a route dependency, for two reasons: it sees
 a streaming response end (the wrapped app returns only when the SSE stream is
@@ -10,17 +10,27 @@ Per request to ``/v1/*`` (and to ``/health``, ``/metrics`` and the OpenAPI
 description when ``protect_health_and_metrics`` is on, without rate limit or
 stream cap, so probes are never throttled):
 
-1. the client is identified (:mod:`.clientid`: an accepted key, else the address);
+1. the credential (an API key, a stream token, a provider's JWT) is turned into a
+   :class:`~.principal.Principal`; the client is its id (a token counts as its
+   key), else the address (:mod:`.clientid`);
 2. the client's token bucket must hold a token, else ``429`` + ``Retry-After``
-   (before the key check, so guessing keys is throttled too);
-3. the key must be accepted (:mod:`.keys`), else ``401`` + ``WWW-Authenticate: Bearer``;
-4. for ``/v1/stream``, the client must hold fewer than ``maxStreamsPerClient``
+   (before a refusal, so guessing keys or forging tokens is throttled too);
+3. a provider's token signed by a key the JWKS lacks gets one early JWKS fetch
+   (rate limited by :class:`~.jwks.JwksSource`) and is checked again;
+4. the credential must be accepted, else ``401`` + ``WWW-Authenticate: Bearer``
+   (with ``error="invalid_token"`` and a description when one was presented);
+5. for ``/v1/stream``, the client must hold fewer than ``maxStreamsPerClient``
    streams, else ``429`` + ``Retry-After``.
 
-Error bodies are ``{"error": {"code": ..., "message": ...}}`` and never hold a key.
+The principal is handed to the routes in the request state (``principal``,
+and ``client_id``); they apply its scope. Expiry matters only here, when a
+request arrives: an open stream is never cut because its token expired.
+
+Error bodies are ``{"error": {"code": ..., "message": ...}}`` and never hold a key or a token.
 Limits follow the live settings: the current ``rateLimit`` is read on every
-request and applied when it changed; the key file is re-read at most every
-``poll_interval`` seconds, on the request path, so rotation needs no task.
+request and applied when it changed; the key file and the token secret files
+are re-read at most every ``poll_interval`` seconds, on the request path, so
+rotation needs no task.
 CORS preflights (``OPTIONS`` with ``Access-Control-Request-Method``) pass
 through untouched: the CORS middleware, outside this one, answers them.
 """
@@ -37,8 +47,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pulsestream.spec import RateLimit
 from pulsestream_streamer.access.clientid import ClientIdentifier
-from pulsestream_streamer.access.keys import KeyStore, credential_query, presented_key
+from pulsestream_streamer.access.idp import IdpTokens, UnknownSigningKey
+from pulsestream_streamer.access.keys import KeyStore, credential_query
+from pulsestream_streamer.access.principal import (
+    Authenticator,
+    Credential,
+    Principal,
+    Unauthenticated,
+    presented_credential,
+)
 from pulsestream_streamer.access.ratelimit import RateLimiter, retry_after_header
+from pulsestream_streamer.access.tokens import Tokens, TokenSecrets
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +67,7 @@ PROTECTABLE = ("/health", "/metrics", "/openapi.json", "/redoc")
 
 
 class AccessGate:
-    """Everything the middleware decides with: keys, client ids, limits, and the live limits source."""
+    """Everything the middleware decides with: keys, tokens, the provider, client ids, limits, live limits."""
 
     def __init__(
         self,
@@ -57,11 +76,16 @@ class AccessGate:
         limiter: RateLimiter,
         limits: Callable[[], RateLimit] | None = None,
         *,
+        tokens: Tokens | None = None,
+        idp: IdpTokens | None = None,
         protect_health_and_metrics: bool = False,
         clock: Callable[[], float] = time.monotonic,
         on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.keys = keys
+        self.tokens = tokens if tokens is not None else Tokens(TokenSecrets())
+        self.idp = idp
+        self.auth = Authenticator(keys, self.tokens, idp)
         self.clients = clients
         self.limiter = limiter
         self._limits = limits
@@ -87,14 +111,47 @@ class AccessGate:
                 self.limiter.configure(limits)
             self._seen = limits
         now = self._clock()
-        if self.keys.key_file is not None and now >= self._next_key_check:
+        if now >= self._next_key_check:
             self._next_key_check = now + self.keys.poll_interval
-            self.keys.reload()
+            if self.keys.key_file is not None:
+                self.keys.reload()
+            if self.tokens.secrets.configured:
+                self.tokens.secrets.reload()
 
     def refused(self, code: str) -> None:
-        """Count a refusal (``unauthorized``, ``rate_limited``, ``too_many_streams``) if a counter is wired."""
+        """Count a refusal (``unauthorized``, ``forbidden``, ``rate_limited``, ``too_many_streams``) if wired."""
         if self.on_refused is not None:
             self.on_refused(code)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret in force (keys, token secrets), for the log redaction filter; never log these."""
+        return self.keys.secrets() + self.tokens.secrets.secrets()
+
+    def authenticate(self, credential: Credential | None) -> Principal | Unauthenticated | UnknownSigningKey:
+        """The caller's principal, why it is refused, or the provider key its token needs fetched."""
+        try:
+            return self.auth.authenticate(credential)
+        except (Unauthenticated, UnknownSigningKey) as outcome:
+            return outcome
+
+    async def after_fetch(
+        self, credential: Credential | None, unknown: UnknownSigningKey
+    ) -> Principal | Unauthenticated:
+        """Fetch the provider's keys once (rate limited by the source) and check the credential again."""
+        if self.idp is not None and await self.idp.jwks.ensure(unknown.kid):
+            outcome = self.authenticate(credential)
+            if not isinstance(outcome, UnknownSigningKey):
+                return outcome
+        return Unauthenticated("invalid_token", "the token's signing key is not in the identity provider's JWKS")
+
+    def client_of(self, outcome: object, scope: Scope, headers: Headers) -> str:
+        """The rate-limited client: the principal's id, else the address (trusted proxies believed)."""
+        if isinstance(outcome, Principal) and outcome.client_id is not None:
+            return outcome.client_id
+        peer = scope.get("client")
+        return self.clients.identify(
+            None, peer[0] if peer else None, ", ".join(headers.getlist("x-forwarded-for")) or None
+        )
 
 
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -132,14 +189,9 @@ class AccessMiddleware:
 
         gate = self.gate
         gate.refresh()
-        key = presented_key(headers, credential_query(scope.get("query_string", b"")))
-        accepted = gate.keys.accepts(key)
-        peer = scope.get("client")
-        client = gate.clients.identify(
-            key if accepted and not gate.keys.open else None,
-            peer[0] if peer else None,
-            ", ".join(headers.getlist("x-forwarded-for")) or None,
-        )
+        credential = presented_credential(headers, credential_query(scope.get("query_string", b"")))
+        outcome = gate.authenticate(credential)
+        client = gate.client_of(outcome, scope, headers)
         if is_v1:
             wait = gate.limiter.acquire(client)
             if wait:
@@ -147,14 +199,17 @@ class AccessMiddleware:
                 gate.refused("rate_limited")
                 await _send(send, *_json(429, "rate_limited", _rate_message(gate), _retry(wait)))
                 return
-        if not accepted:
-            logger.debug("request refused: %s API key", "wrong" if key else "no", extra={"client": client})
-            message = "a valid API key is required: Authorization: Bearer, X-API-Key or the api_key query parameter"
-            challenge = {"www-authenticate": 'Bearer realm="pulsestream"'}
+        if isinstance(outcome, UnknownSigningKey):  # after the bucket: made-up kids are throttled first
+            outcome = await gate.after_fetch(credential, outcome)
+            client = gate.client_of(outcome, scope, headers)
+        if isinstance(outcome, Unauthenticated):
+            logger.debug("request refused: %s", outcome.reason, extra={"client": client})
             gate.refused("unauthorized")
-            await _send(send, *_json(401, "unauthorized", message, challenge))
+            await _send(send, *_json(401, "unauthorized", str(outcome), _challenge(outcome)))
             return
-        scope.setdefault("state", {})["client_id"] = client  # request.state.client_id for the routes
+        state = scope.setdefault("state", {})  # request.state.principal and .client_id for the routes
+        state["principal"] = outcome
+        state["client_id"] = client
         if path != STREAM_PATH:
             await self.app(scope, receive, send)
             return
@@ -174,6 +229,15 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
         finally:
             gate.limiter.close_stream(client)
+
+
+def _challenge(refusal: Unauthenticated) -> dict[str, str]:
+    """RFC 6750 section 3: no error attribute when no credential came, ``invalid_token`` and why otherwise."""
+    if refusal.reason == "missing":
+        return {"www-authenticate": 'Bearer realm="pulsestream"'}
+    description = str(refusal).replace("\\", "").replace('"', "'")
+    challenge = f'Bearer realm="pulsestream", error="{refusal.reason}", error_description="{description}"'
+    return {"www-authenticate": challenge}
 
 
 def _retry(seconds: float) -> dict[str, str]:

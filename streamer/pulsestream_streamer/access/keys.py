@@ -6,6 +6,11 @@ shape of a mounted Kubernetes Secret. The file is polled by content hash,
 like the live settings file, so the atomic ``..data`` symlink swap kubelet
 does on a Secret update is seen and keys rotate without a restart.
 
+A key file line may limit its key to some series: ``KEY series=cpu,mem*``
+(globs, :mod:`.scopes`). A line with the key alone, and every key of
+``STREAMER_API_KEYS``, grants every series. A key listed more than once gets
+the union of its lines.
+
 Guarantees:
 
 - A request presents a key as ``Authorization: Bearer KEY``, ``X-API-Key: KEY``
@@ -18,7 +23,8 @@ Guarantees:
   settings empty); it says so once at start-up. A configured key file that is
   missing, unreadable or empty never opens the service: with no valid key,
   every request is refused (fail closed), and the error is logged.
-- Keys are never logged; only their count and the file path are.
+- Keys are never logged; only their count and the file path are. A bad line is
+  named by its number, never quoted.
 """
 
 from __future__ import annotations
@@ -29,10 +35,13 @@ import hmac
 import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from pulsestream.watchedfile import WatchedFile
+from pulsestream_streamer.access.clientid import key_id
+from pulsestream_streamer.access.scopes import ALL, Scope, ScopeError
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +72,46 @@ def parse_keys(text: str, separator: str | None = None) -> list[str]:
                 "(allowed: letters, digits, - . _ ~ + / and trailing =)"
             )
     return keys
+
+
+def parse_key_file(text: str) -> list[tuple[str, Scope]]:
+    """The key file's entries: each line ``KEY`` or ``KEY series=GLOB,GLOB`` (``#`` comments, blanks skipped).
+
+    Raises :class:`InvalidKeyError` naming the line (never quoting it) when a key holds characters outside
+    the Bearer alphabet, an option other than ``series=`` follows it, or a glob is not valid.
+    """
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        key, options = words[0], words[1:]
+        if not KEY_PATTERN.match(key):
+            raise InvalidKeyError(
+                f"line {number}: the key has characters an API key cannot hold "
+                "(allowed: letters, digits, - . _ ~ + / and trailing =)"
+            )
+        scope = ALL
+        for option in options:
+            name, sep, value = option.partition("=")
+            if option.startswith("#"):
+                break  # a comment after the key
+            if name != "series" or not sep:
+                raise InvalidKeyError(f"line {number}: after the key only series=GLOB,GLOB may follow")
+            try:
+                scope = Scope.of(value.split(","))
+            except ScopeError as error:
+                raise InvalidKeyError(f"line {number}: series=: {error}") from None
+        entries.append((key, scope))
+    return entries
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What an accepted key may do: its opaque id (for limits, logs and the tokens it mints) and its scope."""
+
+    key_id: str
+    scope: Scope
 
 
 def _digest(key: str) -> bytes:
@@ -109,8 +158,11 @@ class KeyStore:
         self._watched = WatchedFile(self.key_file) if self.key_file else None
         self.poll_interval = poll_interval
         self._file_keys: tuple[str, ...] = ()
+        self._file_scopes: tuple[Scope, ...] = ()
         self._error: str | None = None
         self._digests: tuple[bytes, ...] = ()
+        self._grants: tuple[Grant, ...] = ()
+        self._by_id: dict[str, Grant] = {}
         self._rebuild()
         self.reload()
 
@@ -138,15 +190,25 @@ class KeyStore:
 
         Every configured key is compared, whatever the outcome, in constant time per key.
         """
-        if self.open:
-            return True
-        if key is None:
-            return False
+        return self.open or self.grant(key) is not None
+
+    def grant(self, key: str | None) -> Grant | None:
+        """What ``key`` may do, or ``None`` if it is not a key in force (open mode included: no key is).
+
+        Every configured key is compared, whatever the outcome (no early exit), in constant time per key.
+        """
+        if key is None or not self._digests:
+            return None
         candidate = _digest(key)
-        matched = False
-        for digest in self._digests:
-            matched |= hmac.compare_digest(candidate, digest)
-        return matched
+        found = -1
+        for index, digest in enumerate(self._digests):
+            if hmac.compare_digest(candidate, digest):
+                found = index
+        return self._grants[found] if found >= 0 else None
+
+    def grant_of(self, key_id: str) -> Grant | None:
+        """The grant of the key whose id is ``key_id`` while that key is in force (tokens it minted need it)."""
+        return self._by_id.get(key_id)
 
     def log_mode(self) -> None:
         """Say at start-up whether ``/v1`` is protected (never which keys)."""
@@ -169,9 +231,10 @@ class KeyStore:
         if raw is None:
             return False
         try:
-            keys = parse_keys(raw.decode("utf-8", "replace"))
+            entries = parse_key_file(raw.decode("utf-8", "replace"))
         except InvalidKeyError as error:
             return self._reject(f"key file {self.key_file}: {error}")
+        keys = [key for key, _ in entries]
         if not keys:
             # Applied, not rejected: emptying the file is how its keys are revoked.
             message = f"key file {self.key_file} holds no keys"
@@ -180,9 +243,11 @@ class KeyStore:
             self._error = message
         else:
             self._error = None
-        if tuple(keys) == self._file_keys:
+        scopes = tuple(scope for _, scope in entries)
+        if tuple(keys) == self._file_keys and scopes == self._file_scopes:
             return False
         self._file_keys = tuple(keys)
+        self._file_scopes = scopes
         self._rebuild()
         logger.info("API keys reloaded", extra={"keys": self.count, "key_file": str(self.key_file)})
         return True
@@ -196,7 +261,13 @@ class KeyStore:
         return False
 
     def _rebuild(self) -> None:
-        self._digests = tuple(dict.fromkeys(_digest(key) for key in (*self._env_keys, *self._file_keys)))
+        scopes: dict[str, Scope] = {}
+        entries = (*((key, ALL) for key in self._env_keys), *zip(self._file_keys, self._file_scopes, strict=True))
+        for key, scope in entries:
+            scopes[key] = scopes[key].union(scope) if key in scopes else scope
+        self._digests = tuple(_digest(key) for key in scopes)
+        self._grants = tuple(Grant(key_id(key), scope) for key, scope in scopes.items())
+        self._by_id = {grant.key_id: grant for grant in self._grants}
 
     async def changes(self) -> AsyncIterator[int]:
         """Poll the key file; yield the key count after each change, until cancelled."""

@@ -1,18 +1,21 @@
-"""Keep API keys out of logs, the access log included.
+"""Keep API keys and tokens out of logs, the access log included.
 
 uvicorn's access log line carries the request target with its query string,
-so ``/v1/stream?api_key=...`` would write the key to every log sink. The
+so ``/v1/stream?api_key=...`` (or ``?access_token=...``) would write the
+credential to every log sink. The
 :class:`RedactingFilter`, installed on the handlers of the root logger (the
 streamer routes uvicorn's loggers there), rewrites each record before any
 formatter sees it:
 
-- ``api_key=VALUE`` in query strings (also percent-encoded names such as
-  ``api%5Fkey``, which Starlette decodes to ``api_key``) becomes
-  ``api_key=<redacted>``;
+- ``api_key=VALUE`` and ``access_token=VALUE`` in query strings (also
+  percent-encoded names such as ``api%5Fkey``, which Starlette decodes to
+  ``api_key``) become ``api_key=<redacted>``, ``access_token=<redacted>``;
+- anything shaped like a JWT (``eyJ...``, three base64url parts), wherever it
+  appears: a stream token, a provider's JWT, in a URL, a JSON body or a traceback;
 - ``Bearer TOKEN`` and ``X-API-Key: VALUE`` / ``x-api-key=VALUE`` and
   ``(b'x-api-key', b'VALUE')`` header dumps lose their value;
-- any configured key that still appears verbatim (say in a third-party debug
-  line) is replaced too.
+- any configured key or token secret that still appears verbatim (say in a
+  third-party debug line) is replaced too.
 
 The message and string ``extra`` fields are redacted; a record's ``args`` are
 merged into its message first, so a key passed as a ``%s`` argument is caught
@@ -30,7 +33,9 @@ REDACTED = "<redacted>"
 
 # A query value ends at &, whitespace, a quote, a fragment or a closing bracket; API keys are
 # Bearer tokens (see auth.KEY_PATTERN), so none of those can be part of one, raw or percent-encoded.
-_QUERY = re.compile(r"(?i)((?:api(?:_|%5f)key)(?:=|%3d))[^&\s\"'#<>)\]]*")
+_QUERY = re.compile(r"(?i)((?:api(?:_|%5f)key|access(?:_|%5f)token)(?:=|%3d))[^&\s\"'#<>)\]]*")
+# A compact JWS: a base64url header whose JSON starts {" or { " (eyJ, eyA, eyI), then payload and signature.
+_JWT = re.compile(r"\bey[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)(bearer(?:\s|%20|\+)+)[^\s\"',)\]]+")
 _HEADER = re.compile(r"(?i)(x-api-key['\"]?\s*(?:[:=]|,)\s*b?['\"]?)[^\s\"',)\]]+")
 
@@ -38,8 +43,9 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "ta
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every API key removed (see the module docstring for the forms)."""
+    """``text`` with every API key and token removed (see the module docstring for the forms)."""
     text = _QUERY.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _JWT.sub(REDACTED, text)
     text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
     text = _HEADER.sub(lambda m: m.group(1) + REDACTED, text)
     for secret in secrets:

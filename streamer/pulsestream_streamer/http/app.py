@@ -2,8 +2,9 @@
 
 Routes: ``GET /`` (dashboard), ``/static/...`` (its files), ``/client/...``
 (the client module ``pulsestream.js``, its types and package files; both
-through :mod:`~pulsestream_streamer.http.assets`), ``/v1/series``,
-``/v1/stream`` (SSE, :mod:`~pulsestream_streamer.http.stream`), ``/health``,
+through :mod:`~pulsestream_streamer.http.assets`), ``/v1/series`` (the series
+the caller may read), ``/v1/stream`` (SSE, :mod:`~pulsestream_streamer.http.stream`),
+``POST /v1/tokens`` (:mod:`~pulsestream_streamer.http.tokens`), ``/health``,
 ``/metrics``. The ``/v1`` routes live on one :class:`fastapi.APIRouter`
 (``app.state.v1``) so access checks can be attached in one place.
 
@@ -37,14 +38,19 @@ from pulsestream.settingsfile import SettingsFile
 from pulsestream_streamer import __version__
 from pulsestream_streamer.access.clientid import ClientIdentifier, parse_networks
 from pulsestream_streamer.access.gate import AccessGate, AccessMiddleware
+from pulsestream_streamer.access.idp import IdpTokens
+from pulsestream_streamer.access.jwks import JwksSource
 from pulsestream_streamer.access.keys import KeyStore, parse_keys
+from pulsestream_streamer.access.principal import OPEN, Principal
 from pulsestream_streamer.access.ratelimit import RateLimiter
+from pulsestream_streamer.access.tokens import Tokens, TokenSecrets
 from pulsestream_streamer.fanout.clients import ClientLimits, Registry
 from pulsestream_streamer.fanout.hub import Hub
 from pulsestream_streamer.http.assets import Assets
 from pulsestream_streamer.http.params import BadParameter
 from pulsestream_streamer.http.problems import bad_parameter, problem
 from pulsestream_streamer.http.stream import RAW_SEND, STREAM_PARAMETERS, EventStream, serve_stream, stream_response
+from pulsestream_streamer.http.tokens import TOKEN_REQUEST_SCHEMA, mint_token
 from pulsestream_streamer.observability.metrics import CONTENT_TYPE_LATEST, StreamerMetrics
 from pulsestream_streamer.settings import StreamerSettings
 from pulsestream_streamer.upstream.channels import Upstream
@@ -141,15 +147,35 @@ def build_gate(settings: StreamerSettings, settings_file: SettingsFile, metrics:
         settings.api_keys_file or None,
         poll_interval=settings.settings_poll_interval.seconds,
     )
-    keys.log_mode()
-    return AccessGate(
+    leeway = settings.token_leeway.seconds
+    secrets = TokenSecrets(settings.token_secret_file or None, settings.token_previous_secret_file or None)
+    idp = None
+    if settings.jwt_jwks_url:
+        jwks = JwksSource(
+            settings.jwt_jwks_url,
+            refresh=settings.jwt_jwks_refresh.seconds,
+            ca_file=settings.jwt_jwks_ca_file or None,
+        )
+        idp = IdpTokens(
+            jwks, settings.jwt_issuer, settings.jwt_audience, series_claim=settings.jwt_series_claim, leeway=leeway
+        )
+    gate = AccessGate(
         keys,
         ClientIdentifier(parse_networks(settings.trusted_proxies)),
         RateLimiter(settings_file.current.rate_limit),
         lambda: settings_file.current.rate_limit,
+        tokens=Tokens(secrets, leeway),
+        idp=idp,
         protect_health_and_metrics=settings.protect_health_and_metrics,
         on_refused=lambda reason: metrics.requests_refused.labels(reason).inc(),
     )
+    if idp is None:
+        keys.log_mode()
+    else:
+        logger.info("identity-provider JWTs accepted", extra={"jwks": idp.jwks.state()["source"], "keys": keys.count})
+    if not secrets.configured and not gate.auth.open:
+        logger.info("token secret not configured: tokens minted here are accepted by this process only")
+    return gate
 
 
 def create_app(settings: StreamerSettings) -> StreamerApp:
@@ -178,7 +204,7 @@ def create_app(settings: StreamerSettings) -> StreamerApp:
     app = StreamerApp(
         title="pulsestream streamer",
         version=__version__,
-        lifespan=_lifespan(settings, settings_file, hub, upstream),
+        lifespan=_lifespan(settings, settings_file, hub, upstream, gate),
         docs_url=None,
         telemetry={"tracing": False},
     )
@@ -195,8 +221,8 @@ def create_app(settings: StreamerSettings) -> StreamerApp:
         app.add_middleware(
             JsonCORSMiddleware,
             allow_origins=list(settings.cors_allowed_origins),
-            allow_methods=["GET"],
-            allow_headers=["Authorization", "X-API-Key", "Last-Event-ID"],
+            allow_methods=["GET", "POST"],  # POST: /v1/tokens
+            allow_headers=["Authorization", "X-API-Key", "Last-Event-ID", "Content-Type"],
             allow_credentials=settings.cors_allow_credentials,
         )
     _add_error_handlers(app)
@@ -204,11 +230,19 @@ def create_app(settings: StreamerSettings) -> StreamerApp:
     return app
 
 
+def principal_of(request: Request) -> Principal:
+    """The caller as the access gate saw it (open when the gate did not run: paths it does not guard)."""
+    found = request.scope.get("state", {}).get("principal")
+    return found if isinstance(found, Principal) else OPEN
+
+
 Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
 
 
-def _lifespan(settings: StreamerSettings, settings_file: SettingsFile, hub: Hub, upstream: Upstream) -> Lifespan:
-    """Start the hub and the settings watcher with the app; on shutdown drain, cancel and await them."""
+def _lifespan(
+    settings: StreamerSettings, settings_file: SettingsFile, hub: Hub, upstream: Upstream, gate: AccessGate
+) -> Lifespan:
+    """Start the hub, the settings watcher (and the JWKS refresh) with the app; on shutdown drain, cancel, await."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -220,6 +254,8 @@ def _lifespan(settings: StreamerSettings, settings_file: SettingsFile, hub: Hub,
             asyncio.create_task(hub.run(), name="hub"),
             asyncio.create_task(watch_settings(), name="settings-watch"),
         ]
+        if gate.idp is not None:
+            tasks.append(asyncio.create_task(gate.idp.jwks.run(), name="jwks-refresh"))
         for task in tasks:
             task.add_done_callback(_report_crash)
         app.state.background = tasks  # /health reports a task that stopped: the service is then failed
@@ -266,8 +302,10 @@ def _add_routes(
     v1 = APIRouter(prefix="/v1")
 
     @v1.get("/series")
-    async def series() -> list[dict[str, Any]]:
+    async def series(request: Request) -> list[dict[str, Any]]:
         # A JSON list, as the HTTP contract says; the catalogue-wide facts ride along on each entry.
+        # Only the series the caller may read: a scoped key never learns the names of the others.
+        principal = principal_of(request)
         catalogue = await hub.catalogue.refresh()
         shared = {
             "resolutions": list(catalogue.resolutions),
@@ -275,7 +313,11 @@ def _add_routes(
             "retentionMs": catalogue.retention_ms,
             "source": "generator" if catalogue.known else "settings",
         }
-        return [info.to_json() | shared for info in catalogue.series.values()]
+        return [info.to_json() | shared for info in catalogue.series.values() if principal.allows(info.name)]
+
+    @v1.post("/tokens", status_code=201, openapi_extra=TOKEN_REQUEST_SCHEMA)
+    async def tokens(request: Request) -> JSONResponse:
+        return await mint_token(request, app.state.access, app.state.settings)
 
     @v1.get(
         "/stream",
@@ -294,7 +336,7 @@ def _add_routes(
     @app.get("/health")
     async def health() -> JSONResponse:
         stopped = [task.get_name() for task in getattr(app.state, "background", ()) if task.done()]
-        body = health_body(hub, upstream, settings_file, stopped)
+        body = health_body(hub, upstream, settings_file, stopped) | access_health(app.state.access)
         return JSONResponse(body, status_code=503 if hub.draining or stopped else 200)
 
     @app.get("/metrics", response_class=PrometheusText)
@@ -349,6 +391,15 @@ def health_body(hub: Hub, upstream: Upstream, settings_file: SettingsFile, stopp
     }
     if stopped:
         body["stopped_tasks"] = stopped
+    return body
+
+
+def access_health(gate: AccessGate) -> dict[str, Any]:
+    """What ``/health`` says of access, never a secret: the token secret's source and error, the JWKS state."""
+    secrets = gate.tokens.secrets
+    body: dict[str, Any] = {"tokens": {"secret": "file" if secrets.configured else "ephemeral", "error": secrets.error}}
+    if gate.idp is not None:
+        body["jwks"] = gate.idp.jwks.state()
     return body
 
 

@@ -1,7 +1,10 @@
 """``/v1/stream`` query parameters: validated into a :class:`~pulsestream_streamer.core.request.StreamRequest`.
 
 Every problem is a :class:`BadParameter` naming the parameter, which the app
-turns into ``400`` with a JSON body. A ``Last-Event-ID`` that is not a cursor
+turns into ``400`` with a JSON body. A series the caller may not read is a
+:class:`Forbidden` (``403``) naming it, checked before the catalogue is, so
+neither the answer nor its list of known series tells a caller about series
+outside its scope. A ``Last-Event-ID`` that is not a cursor
 this streamer can read is *not* an error: the stream starts with a
 ``"reset": true`` snapshot (DESIGN.md: never silently ignored). Only an id too
 long to be one of ours is refused.
@@ -10,7 +13,7 @@ long to be one of ours is refused.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from pulsestream.durations import parse_seconds
 from pulsestream.spec import RESOLUTIONS, SERIES_NAME_PATTERN
@@ -21,7 +24,7 @@ from pulsestream_streamer.core.request import StreamRequest
 from pulsestream_streamer.core.shape import FORMATS
 from pulsestream_streamer.settings import StreamerSettings
 
-__all__ = ["BadParameter", "parse_stream_request"]
+__all__ = ["BadParameter", "Forbidden", "parse_stream_request"]
 
 _NAME = re.compile(SERIES_NAME_PATTERN)
 _MAX_ID = 1024
@@ -35,21 +38,45 @@ class BadParameter(ValueError):
         self.parameter = parameter
 
 
-def _series(raw: str | None, catalogue: Catalogue, settings: StreamerSettings) -> tuple[str, ...]:
-    if raw is None:
-        names = list(catalogue.series)
+class Forbidden(Exception):
+    """The caller may not read ``series`` (``None``: none of the series on offer); ``str()`` says so."""
+
+    def __init__(self, series: str | None, message: str) -> None:
+        super().__init__(message)
+        self.series = series
+
+
+def _everything(name: str) -> bool:
+    return True
+
+
+def _named(raw: str, catalogue: Catalogue, allowed: Callable[[str], bool], offered: list[str]) -> list[str]:
+    """The names of ``?series=``: well formed, in scope (else :class:`Forbidden`), then known."""
+    names = [part.strip() for part in raw.split(",")]
+    if not raw.strip() or any(not name for name in names):
+        raise BadParameter("series", "series must be a comma-separated list of series names, e.g. cpu,memory")
+    bad = [name for name in names if not _NAME.match(name)]
+    if bad:
+        raise BadParameter("series", f"not a series name: {bad[0][:64]!r}")
+    denied = next((name for name in names if not allowed(name)), None)
+    if denied is not None:
+        raise Forbidden(denied, f"this credential may not read the series {denied!r}")
+    unknown = [name for name in names if catalogue.series and name not in catalogue.series]
+    if unknown:
+        raise BadParameter("series", f"unknown series {unknown[0]!r}; known: {', '.join(offered)}")
+    return names
+
+
+def _series(
+    raw: str | None, catalogue: Catalogue, settings: StreamerSettings, allowed: Callable[[str], bool]
+) -> tuple[str, ...]:
+    offered = [name for name in catalogue.series if allowed(name)]
+    if raw is not None:
+        names = _named(raw, catalogue, allowed, offered)
+    elif catalogue.series and not offered:
+        raise Forbidden(None, "this credential may read none of the series on offer")
     else:
-        names = [part.strip() for part in raw.split(",")]
-        if not raw.strip() or any(not name for name in names):
-            raise BadParameter("series", "series must be a comma-separated list of series names, e.g. cpu,memory")
-        bad = [name for name in names if not _NAME.match(name)]
-        if bad:
-            raise BadParameter("series", f"not a series name: {bad[0][:64]!r}")
-        if catalogue.series:
-            unknown = [name for name in names if name not in catalogue.series]
-            if unknown:
-                known = ", ".join(catalogue.series)
-                raise BadParameter("series", f"unknown series {unknown[0]!r}; known: {known}")
+        names = offered
     unique = tuple(sorted(set(names)))
     if not unique:
         raise BadParameter("series", "no series available")
@@ -77,14 +104,19 @@ def parse_stream_request(
     last_event_id: str | None,
     catalogue: Catalogue,
     settings: StreamerSettings,
+    allowed: Callable[[str], bool] = _everything,
 ) -> StreamRequest:
-    """Validate the query (and the ``Last-Event-ID`` header, which wins over ``lastEventId``)."""
-    series = _series(query.get("series"), catalogue, settings)
+    """Validate the query (and the ``Last-Event-ID`` header, which wins over ``lastEventId``).
+
+    ``allowed`` says which series the caller may read (the default: all); without ``series`` a stream
+    carries every series on offer that it may read.
+    """
+    series = _series(query.get("series"), catalogue, settings, allowed)
 
     resolution = query.get("resolution") or "raw"
     if resolution not in RESOLUTIONS or (catalogue.known and resolution not in catalogue.resolutions):
-        allowed = ", ".join(catalogue.resolutions if catalogue.known else RESOLUTIONS)
-        raise BadParameter("resolution", f"resolution must be one of {allowed}")
+        served = ", ".join(catalogue.resolutions if catalogue.known else RESOLUTIONS)
+        raise BadParameter("resolution", f"resolution must be one of {served}")
 
     window_text = query.get("window")
     if window_text is None or window_text == "":

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from pulsestream_streamer.access.principal import OPEN, Principal
 from pulsestream_streamer.core import ladder
 from pulsestream_streamer.core.request import StreamRequest
 from pulsestream_streamer.core.shape import FORMATS
@@ -29,7 +30,7 @@ from pulsestream_streamer.core.sse import HEADERS
 from pulsestream_streamer.fanout.clients import Client, Registry
 from pulsestream_streamer.fanout.feed import Feed
 from pulsestream_streamer.fanout.hub import Hub
-from pulsestream_streamer.http.params import BadParameter, parse_stream_request
+from pulsestream_streamer.http.params import BadParameter, Forbidden, parse_stream_request
 from pulsestream_streamer.http.problems import bad_parameter, problem
 from pulsestream_streamer.http.uvicorn_internals import ServerConnection, aborter
 from pulsestream_streamer.observability import tracing
@@ -126,15 +127,34 @@ class StreamResponse(Response):
 _MAX_LOOKUP = 64
 
 
+def _principal(request: Request) -> Principal:
+    found = request.scope.get("state", {}).get("principal")
+    return found if isinstance(found, Principal) else OPEN
+
+
 def stream_response(app: FastAPI, request: Request) -> Response:
-    """The response to a ``/v1/stream`` request: a stream, or a 400/503 JSON answer."""
+    """The response to a ``/v1/stream`` request: a stream, or a 400/403/503 JSON answer.
+
+    The caller's scope is applied here, once: a stream may carry only series it may read. Expiry of the
+    credential is the gate's business at this moment only; the stream, once open, is never cut for it.
+    """
     hub: Hub = app.state.hub
+    principal = _principal(request)
     try:
         parsed = parse_stream_request(
-            request.query_params, request.headers.get("last-event-id"), hub.catalogue.current, app.state.settings
+            request.query_params,
+            request.headers.get("last-event-id"),
+            hub.catalogue.current,
+            app.state.settings,
+            principal.allows,
         )
     except BadParameter as error:
         return bad_parameter(error.parameter, str(error))
+    except Forbidden as error:
+        app.state.access.refused("forbidden")
+        if error.series is None:
+            return problem(403, "forbidden", str(error))
+        return problem(403, "forbidden", str(error), series=error.series)
     if hub.draining:
         return problem(503, "server_shutdown", "server is shutting down; retry elsewhere", {"Retry-After": "1"})
     peer = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
@@ -147,7 +167,8 @@ async def serve_stream(app: FastAPI, request: Request, receive: Receive, send: S
     requested = request.query_params.get("series")
     if requested:  # a series published since the last catalogue refresh is not unknown
         hub: Hub = app.state.hub
-        await hub.catalogue.knows(name.strip() for name in requested.split(",")[:_MAX_LOOKUP])
+        allows = _principal(request).allows
+        await hub.catalogue.knows(name.strip() for name in requested.split(",")[:_MAX_LOOKUP] if allows(name.strip()))
     await stream_response(app, request)(request.scope, receive, send)
 
 

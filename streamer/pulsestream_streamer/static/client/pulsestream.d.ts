@@ -36,8 +36,13 @@ export interface Notice {
   [key: string]: unknown;
 }
 
+/** What a token function is told: `refused` after a connect with its last token was refused (401/403). */
+export interface TokenContext {
+  refused: boolean;
+}
+
 /** A token, or a function returning a fresh one for each (re)connect. */
-export type Credential = string | (() => string | Promise<string>);
+export type Credential = string | ((context: TokenContext) => string | Promise<string>);
 
 export interface ConnectOptions {
   /** Series names (default: every series the streamer serves). */
@@ -154,7 +159,24 @@ export declare class PulseStream extends EventTarget {
 /** Open a live stream; it connects at once and reconnects on its own until `close()`. */
 export declare function connect(options?: ConnectOptions): PulseStream;
 
-/** `GET /v1/series`: the series served (name, unit, description, expectedRange, resolutions, ...). */
+/**
+ * A token function from an API key: mints at `POST /v1/tokens` (the key in the `X-API-Key` header, never
+ * in a URL), hands the token out until shortly before its expiry, then mints a fresh one.
+ */
+export declare function tokenFromKey(options: {
+  apiKey: string;
+  baseUrl?: string;
+  /** Narrow the tokens to these series globs (within the key's scope). */
+  series?: string[];
+  /** Token lifetime, e.g. `"15m"` (default: the streamer's STREAMER_TOKEN_TTL). */
+  ttl?: string;
+  /** Mint again this long before expiry (default: a minute, or a tenth of a short lifetime). */
+  refreshBeforeMs?: number;
+  fetch?: typeof fetch;
+  now?: () => number;
+}): (context?: TokenContext) => Promise<string>;
+
+/** `GET /v1/series`: the series the credentials may read (credentials go in headers, not the URL). */
 export declare function listSeries(options?: {
   baseUrl?: string;
   token?: Credential;

@@ -13,7 +13,8 @@
  *   per series, in sequence order, trimmed to `window`, merged across the snapshot, live points,
  *   resumed snapshots and `reset` snapshots without a duplicate (a point is keyed by its `seq`).
  * - Reconnects itself, never through EventSource's own retry: each (re)connect asks `token()` for a
- *   fresh token, resumes with the last event id (`?lastEventId=`, which the server reads like the
+ *   fresh token (`tokenFromKey()` makes such a function from an API key: the key goes in a header,
+ *   only short-lived tokens go in URLs), resumes with the last event id (`?lastEventId=`, which the server reads like the
  *   header), waits at least the server's `retry` (repeated as `retryMs` in the snapshot and in the
  *   notices that end a stream, since EventSource hides the field) and backs off with jitter.
  * - 401, 403, 429 and other refusals, which an EventSource reports as a bare `error`, are diagnosed
@@ -49,7 +50,12 @@ export const VERSION = "0.1.0";
  * @property {number} [retryMs]
  * @property {number} [bucketMs]
  */
-/** @typedef {string | (() => string | Promise<string>)} Credential */
+/**
+ * What a token function is told: `refused` is true when the last connect was refused (401/403) with
+ * the token it gave, so a cached token should not be handed out again.
+ * @typedef {{refused: boolean}} TokenContext
+ */
+/** @typedef {string | ((context: TokenContext) => string | Promise<string>)} Credential */
 
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
 const DEFAULT_RETRY_MS = 2_000;
@@ -249,12 +255,27 @@ export class PulseStreamError extends Error {
 
 /**
  * @param {Credential | undefined} credential
+ * @param {TokenContext} [context]
  * @returns {Promise<string>}
  */
-async function resolveCredential(credential) {
+async function resolveCredential(credential, context = { refused: false }) {
   if (credential === undefined || credential === null) return "";
-  const value = typeof credential === "function" ? await credential() : credential;
+  const value = typeof credential === "function" ? await credential(context) : credential;
   return value ? String(value) : "";
+}
+
+/**
+ * Credentials as request headers, for `fetch` (which, unlike an EventSource, can send them): a token
+ * as `Authorization: Bearer`, a key as `X-API-Key`. Nothing of them goes into the URL.
+ * @param {string} token @param {string} apiKey
+ * @returns {Record<string, string>}
+ */
+function credentialHeaders(token, apiKey) {
+  /** @type {Record<string, string>} */
+  const headers = {};
+  if (token) headers.Authorization = `Bearer ${token}`;
+  else if (apiKey) headers["X-API-Key"] = apiKey;
+  return headers;
 }
 
 /**
@@ -308,19 +329,69 @@ async function refusal(res) {
  */
 export async function listSeries(options = {}) {
   const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
-  const url = streamerUrl(options.baseUrl, "/v1/series", {
-    access_token: await resolveCredential(options.token),
-    api_key: await resolveCredential(options.apiKey),
-  });
+  const url = streamerUrl(options.baseUrl, "/v1/series", {});
+  const credentials = credentialHeaders(await resolveCredential(options.token), await resolveCredential(options.apiKey));
   let res;
   try {
-    res = await doFetch(url, { headers: { Accept: "application/json" } });
+    res = await doFetch(url, { headers: { Accept: "application/json", ...credentials } });
   } catch (error) {
     throw new PulseStreamError(`streamer unreachable: ${error instanceof Error ? error.message : error}`);
   }
   if (!res.ok) throw await refusal(res);
   const body = await res.json();
   return Array.isArray(body) ? body : body.series ?? [];
+}
+
+/**
+ * A token function for {@link connect} and {@link listSeries} from an API key: the first call trades
+ * the key (sent in the `X-API-Key` header, never in a URL) for a short-lived token at `POST /v1/tokens`;
+ * later calls hand out the same token until it is within `refreshBeforeMs` of its expiry (or a connect
+ * with it was refused), then mint a fresh one. Concurrent calls share one request.
+ * Throws a {@link PulseStreamError} saying why the streamer refused (401 for a wrong key, ...).
+ * @param {{apiKey: string, baseUrl?: string, series?: string[], ttl?: string, refreshBeforeMs?: number,
+ *   fetch?: typeof fetch, now?: () => number}} options
+ * @returns {(context?: TokenContext) => Promise<string>}
+ */
+export function tokenFromKey(options) {
+  const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+  const now = options.now ?? Date.now;
+  const body = {};
+  if (options.series) body.series = [...options.series];
+  if (options.ttl) body.ttl = options.ttl;
+  /** @type {{token: string, expiresAt: number, lifetimeMs: number} | null} */
+  let held = null;
+  /** @type {Promise<string> | null} */
+  let pending = null;
+
+  async function mint() {
+    const url = streamerUrl(options.baseUrl, "/v1/tokens", {});
+    let res;
+    try {
+      res = await doFetch(url, {
+        method: "POST",
+        headers: { Accept: "application/json", "Content-Type": "application/json", "X-API-Key": options.apiKey },
+        body: JSON.stringify(body),
+      });
+    } catch (error) {
+      throw new PulseStreamError(`streamer unreachable: ${error instanceof Error ? error.message : error}`);
+    }
+    if (res.status !== 201) throw await refusal(res);
+    const answer = await res.json();
+    const expiresAt = Date.parse(answer.expiresAt);
+    const issued = now();
+    held = { token: String(answer.token), expiresAt, lifetimeMs: Math.max(0, expiresAt - issued) };
+    return held.token;
+  }
+
+  return async (context = { refused: false }) => {
+    if (held && !context.refused) {
+      // Re-mint a little before expiry: a minute, or a tenth of the lifetime for short tokens.
+      const margin = options.refreshBeforeMs ?? Math.min(60_000, held.lifetimeMs / 10);
+      if (now() < held.expiresAt - margin) return held.token;
+    }
+    if (!pending) pending = mint().finally(() => (pending = null));
+    return pending;
+  };
 }
 
 /**
@@ -331,7 +402,7 @@ export async function listSeries(options = {}) {
  * @property {number} [maxPoints] at most this many points per series over the window (e.g. the chart's width)
  * @property {"d3" | "columns" | "table"} [format] wire format; points() gives d3 rows whatever it is
  * @property {string} [baseUrl] the streamer, e.g. "http://127.0.0.1:8080" (default: this page's origin)
- * @property {Credential} [token] access token, or a function (sync or async) returning a fresh one per connect; sent as ?access_token=
+ * @property {Credential} [token] access token, or a function (sync or async; see tokenFromKey) returning a fresh one per connect; sent as ?access_token=
  * @property {Credential} [apiKey] API key (sent as ?api_key=, for streamers without tokens)
  * @property {string} [lastEventId] start from this cursor (resume an earlier session)
  * @property {number} [maxRetryMs] longest wait between reconnects (30 s)
@@ -445,11 +516,13 @@ export class PulseStream extends EventTarget {
         maxPoints: o.maxPoints === undefined ? undefined : String(o.maxPoints),
         format: o.format,
         lastEventId: this.lastEventId || undefined,
-        access_token: await resolveCredential(o.token),
+        access_token: await resolveCredential(o.token, { refused: this._freshTokenTried }),
         api_key: await resolveCredential(o.apiKey),
       });
     } catch (error) {
-      this._failed(new PulseStreamError(`token: ${error instanceof Error ? error.message : error}`, { code: "token" }));
+      // A refusal of the token's own request (a wrong key at POST /v1/tokens) keeps its status: 401 closes.
+      const failure = error instanceof PulseStreamError ? error : null;
+      this._failed(failure ?? new PulseStreamError(`token: ${error instanceof Error ? error.message : error}`, { code: "token" }));
       return;
     }
     if (/** @type {Status} */ (this.status) === "closed") return; // close() may have run while the token came

@@ -6,13 +6,16 @@
  * refusals and backoff; this file only wires it to the page:
  * - Events only set a dirty flag; drawing happens in requestAnimationFrame, so a burst of events costs
  *   one render, and a hidden tab costs none.
- * - An API key given as `/?api_key=...` is passed on to /v1 (an EventSource cannot send headers).
+ * - An API key given as `/?api_key=...` is taken out of the address bar at once (history.replaceState) and
+ *   kept in memory only: it is traded for a short-lived token (POST /v1/tokens, the key in a header), and
+ *   only tokens go into request URLs (an EventSource cannot send headers), minted again before they expire.
+ *   A token given as `/?access_token=...` is used as it is (and leaves the address bar too).
  * - The resolutions come from /v1/series (the generator's ListSeries), never from a list in this file.
  * - The stream asks for `maxPoints` = the plot's width in pixels: about one bucket per pixel, drawn with
  *   its min-max band; the width served is `meta.bucketMs`.
  * - State is exposed read-only on `window.pulsestream` for tests and for debugging in the console.
  */
-import { connect, listSeries } from "/client/pulsestream.js";
+import { connect, listSeries, tokenFromKey } from "/client/pulsestream.js";
 import { Chart, plotPixels } from "./chart.js";
 import { buildResolutionPicker, buildSeriesPicker, fitWindow, readControls, showSeriesProblem } from "./controls.js";
 import { widthMs } from "./format.js";
@@ -30,6 +33,17 @@ const DEFAULT_SERIES_SHOWN = 8;
 const pageParams = new URLSearchParams(window.location.search);
 // A key never holds a space, but may hold "+", which URLSearchParams decodes as a space.
 const apiKey = (pageParams.get("api_key") || "").replace(/ /g, "+");
+const givenToken = pageParams.get("access_token") || "";
+// Credentials leave the address bar before anything else happens: browser history, bookmarks and shared
+// links never keep them. The key stays in this page's memory, for minting tokens only.
+if (apiKey || givenToken) {
+  const clean = new URL(window.location.href);
+  clean.searchParams.delete("api_key");
+  clean.searchParams.delete("access_token");
+  window.history.replaceState(null, "", clean);
+}
+/** The credential of every request: tokens minted from the key (or the token given); none in open mode. */
+const token = apiKey ? tokenFromKey({ apiKey }) : givenToken || undefined;
 
 const $ = (sel) => document.querySelector(sel);
 const el = {
@@ -164,7 +178,7 @@ function openStream() {
     window: state.window,
     maxPoints: state.maxPoints,
     format: "d3",
-    apiKey: apiKey || undefined,
+    token,
   });
   stream = s;
   state.opens += 1;
@@ -218,7 +232,7 @@ function onControlsChanged({ debounce = false } = {}) {
   else openStream();
 }
 
-/** Keep the page URL shareable: it reflects the current selection (and keeps the API key). */
+/** Keep the page URL shareable: it reflects the current selection (never a credential). */
 function syncPageUrl() {
   const url = new URL(window.location.href);
   url.searchParams.set("series", state.selected.join(","));
@@ -238,11 +252,11 @@ function wireControls() {
 async function loadSeries() {
   for (let attempt = 0; ; attempt += 1) {
     try {
-      absorbSeriesList(await listSeries({ apiKey: apiKey || undefined }));
+      absorbSeriesList(await listSeries({ token }));
       return true;
     } catch (error) {
       if (error.status === 401 || error.status === 403) {
-        const hint = apiKey ? "Check the key in the page address (?api_key=...)." : "Open the page as /?api_key=YOUR_KEY.";
+        const hint = apiKey || givenToken ? "Check the key you opened the page with (?api_key=...)." : "Open the page as /?api_key=YOUR_KEY.";
         const text = error.status === 401 ? "This streamer needs an API key." : "This key may not read these series.";
         showSeriesProblem(el.seriesOptions, text, hint);
         failure = { message: `series list: ${error.message} (HTTP ${error.status})`, hint };
