@@ -4,7 +4,9 @@ The grpcurl ``start_time`` and ``after_sequence`` examples once named times olde
 window, so they failed as shown. Every console block of the README marked ``<!-- readme-check: ... -->``
 runs here, against a real generator and streamer, with only their ports changed:
 
-- ``run``: each command must end well (0, or 68 for a stream cut by its own ``-max-time``);
+- ``run``: each command must end well (0, or 68 for a stream cut by its own ``-max-time``), or, a
+  stream a user stops with Ctrl-C (``curl -N .../v1/stream``), still run after a few seconds having
+  printed events; ``run keys`` runs against a streamer with an API key, pasted where the block says ``KEY``;
 - ``background series=NAME``: the block (a producer that runs until Ctrl-C) is started, and the series it
   publishes must reach an SSE client through the streamer; then it is stopped.
 """
@@ -27,8 +29,13 @@ from sse import read_stream
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 BLOCK = re.compile(
-    r"<!-- readme-check: (?P<kind>run|background)(?: series=(?P<series>\S+))? -->\n```console\n(?P<body>.*?)```", re.S
+    r"<!-- readme-check: (?P<kind>run|background)(?: (?P<option>keys|series=\S+))? -->\n```console\n(?P<body>.*?)```",
+    re.S,
 )
+KEY = "readme-key-0123456789"
+#: How long a command that streams until Ctrl-C is watched.
+STREAM_SECONDS = 3.0
+ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=\S")
 #: grpcurl's exit status for a stream its own -max-time ended (64 + DEADLINE_EXCEEDED).
 DEADLINE = 68
 
@@ -36,7 +43,8 @@ pytestmark = pytest.mark.e2e
 
 
 def _blocks(kind: str) -> list[tuple[str | None, str]]:
-    found = [(m["series"], m["body"]) for m in BLOCK.finditer((ROOT / "README.md").read_text()) if m["kind"] == kind]
+    text = (ROOT / "README.md").read_text()
+    found = [(m["option"], m["body"]) for m in BLOCK.finditer(text) if m["kind"] == kind]
     assert found, f"no README block marked readme-check: {kind}"
     return found
 
@@ -69,25 +77,79 @@ def services(module_stack: Stack) -> tuple[Generator, StreamerProcess]:
     return generator, module_stack.streamer(generator)
 
 
+def _run(command: str, assignments: list[str], generator: Generator) -> tuple[int | None, str]:
+    """Run one command after the block's earlier variable assignments: its status (None: still streaming), output."""
+    script = "\n".join([*assignments, command])
+    with subprocess.Popen(
+        ["bash", "-c", script],
+        cwd=ROOT,
+        env=_environment(generator),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, _ = proc.communicate(timeout=60 if "-max-time" in command else STREAM_SECONDS + 60)
+            return proc.returncode, out.decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            return None, out.decode(errors="replace")
+
+
+def _check_block(body: str, generator: Generator, streamer: StreamerProcess, key: str | None) -> None:
+    assignments: list[str] = []
+    for raw in _commands(body):
+        command = _localized(raw, generator, streamer)
+        if key is not None:
+            command = re.sub(r"\bKEY\b", key, command)
+        if ASSIGNMENT.match(command) and " " not in command.split("=", 1)[0]:
+            assignments.append(command)
+            continue
+        streams = "curl" in command and "/v1/stream" in command and "-m " not in command
+        status, out = _run(command, assignments, generator) if not streams else _stream(command, generator)
+        if streams:
+            assert status is None and "event: snapshot" in out, f"{command!r} did not stream:\n{out[-2000:]}"
+            continue
+        allowed = {0, DEADLINE} if "-max-time" in command else {0}
+        assert status in allowed, f"{command!r} exited {status}:\n{out[-2000:]}"
+
+
+def _stream(command: str, generator: Generator) -> tuple[int | None, str]:
+    """A command that streams until Ctrl-C: watched for a few seconds, then stopped."""
+    with subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=ROOT,
+        env=_environment(generator),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, _ = proc.communicate(timeout=STREAM_SECONDS)
+            return proc.returncode, out.decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            out, _ = proc.communicate()
+            return None, out.decode(errors="replace")
+
+
 def test_every_marked_command_ends_well_as_written(services: tuple[Generator, StreamerProcess]) -> None:
     generator, streamer = services
-    for _, body in _blocks("run"):
-        commands = [_localized(command, generator, streamer) for command in _commands(body)]
-        script = "".join(f'{command}\necho "__status__ $?"\n' for command in commands)
-        done = subprocess.run(
-            ["bash", "-c", script],
-            check=False,
-            cwd=ROOT,
-            env=_environment(generator),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        statuses = [int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("__status__ ")]
-        assert len(statuses) == len(commands), done.stdout + done.stderr
-        for command, status in zip(commands, statuses, strict=True):
-            allowed = {0, DEADLINE} if "-max-time" in command else {0}
-            assert status in allowed, f"{command!r} exited {status}:\n{done.stdout}\n{done.stderr}"
+    for option, body in _blocks("run"):
+        if option != "keys":
+            _check_block(body, generator, streamer, None)
+
+
+def test_every_marked_command_with_a_key_works_against_a_protected_streamer(
+    services: tuple[Generator, StreamerProcess], module_stack: Stack
+) -> None:
+    generator, _ = services
+    protected = module_stack.streamer(generator, STREAMER_API_KEYS=KEY)
+    bodies = [body for option, body in _blocks("run") if option == "keys"]
+    assert bodies, "no README block marked readme-check: run keys"
+    for body in bodies:
+        _check_block(body, generator, protected, KEY)
 
 
 @pytest.mark.parametrize("index", range(len(_blocks("background"))))
@@ -95,8 +157,9 @@ def test_every_producer_example_reaches_a_browser_stream(
     services: tuple[Generator, StreamerProcess], index: int, tmp_path: Path
 ) -> None:
     generator, streamer = services
-    series, body = _blocks("background")[index]
-    assert series is not None
+    option, body = _blocks("background")[index]
+    assert option is not None and option.startswith("series=")
+    series = option.removeprefix("series=")
     out = (tmp_path / "example.log").open("wb")
     example = subprocess.Popen(
         ["bash", "-c", _localized(body, generator, streamer)],
