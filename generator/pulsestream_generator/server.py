@@ -38,7 +38,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 
 from pulsestream.settingsfile import SettingsFile
 from pulsestream.v1 import ingest_pb2_grpc, random_pb2, random_pb2_grpc, timeseries_pb2_grpc
-from pulsestream_generator import auth
+from pulsestream_generator import auth, redisclient
 from pulsestream_generator.clock import now_ms
 from pulsestream_generator.gate import Gate
 from pulsestream_generator.hub import Hub
@@ -51,7 +51,10 @@ from pulsestream_generator.ingestion import (
 )
 from pulsestream_generator.journal import Journal
 from pulsestream_generator.metrics import GeneratorMetrics
+from pulsestream_generator.publishedstore import PublishedStore, Sealed, Stored
 from pulsestream_generator.randomness import RandomServicer
+from pulsestream_generator.redislayout import Layout
+from pulsestream_generator.redisstore import RedisStore
 from pulsestream_generator.settings import GeneratorSettings
 from pulsestream_generator.source import Source
 from pulsestream_generator.timeseries import SERVICE_NAME, TimeSeriesServicer
@@ -120,12 +123,14 @@ class GeneratorApp:
         )
         self.metrics = GeneratorMetrics()
         self.source = Source(settings.seed)
+        self.shared: RedisStore | None = None
         self.hub = Hub(
             self.source,
             self.settings_file.current,
             self.metrics,
             close_delay_ms=settings.ingest_close_delay.millis,
             journal=Journal(Path(settings.ingest_journal_dir)) if settings.ingest_journal_dir else None,
+            store=self._shared_history if settings.history_url else None,
         )
         self.ingest = Ingest(self.hub, settings, self.metrics)
         self.gate = Gate()
@@ -160,13 +165,36 @@ class GeneratorApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
 
+    def _shared_history(self, on_stored: Stored, on_sealed: Sealed) -> PublishedStore:
+        """The Redis-backed store (``GENERATOR_HISTORY_URL``), following what the hub's settings say now."""
+        self.shared = RedisStore(
+            redisclient.connect(self.settings),
+            Layout(self.settings.history_key_prefix),
+            on_stored,
+            on_sealed,
+            self.metrics.history(),
+            synthetic=lambda: self.hub.spec.series,
+            span_ms=lambda: self.hub.span_ms,
+        )
+        return self.shared
+
+    async def _report_history(self, shared: RedisStore) -> None:
+        """Ingest health follows the shared history: NOT_SERVING while Redis is unreachable."""
+        async for up in shared.states():
+            status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+            await self.health.set(INGEST_SERVICE_NAME, status)
+
     @property
     def address(self) -> str:
         return f"{self.settings.host}:{self.port}"
 
     async def start(self) -> None:
         """Backfill, bind, serve, start the background tasks, then report SERVING."""
-        auth.install_redactor(self.settings.ingest_tokens)
+        secrets = list(self.settings.ingest_tokens)
+        if self.shared is not None:
+            password = redisclient.password_of(self.settings)
+            secrets += [password] if password else []
+        auth.install_redactor(secrets)
         self.hub.recover(now_ms())
         self.hub.backfill(now_ms())
         bind = f"{self.settings.host}:{self.settings.port}"
@@ -184,10 +212,19 @@ class GeneratorApp:
             asyncio.create_task(self.ingest.intake.run(), name="generator-ingest"),
             asyncio.create_task(self._apply_settings(), name="generator-settings"),
         ]
+        if self.shared is not None:
+            self._tasks += [
+                asyncio.create_task(self.shared.run(), name="generator-history"),
+                asyncio.create_task(self._report_history(self.shared), name="generator-history-health"),
+            ]
+            # Serve once the first sync is done (or Redis was found down): a replica that starts up knows
+            # the published series Redis holds before the streamer can ask it for them.
+            await self.shared.synced.wait()
         self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set(INGEST_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        if self.shared is None:
+            await self.health.set(INGEST_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         spec = self.hub.spec
         logger.info(
             "generator serving",
@@ -198,6 +235,7 @@ class GeneratorApp:
                 "retention": str(spec.retention),
                 "series": ",".join(spec.series),
                 "published": len(self.hub.published),
+                "history": redisclient.redacted(self.settings.history_url) if self.shared is not None else "memory",
                 "ingest_auth": "open" if self.ingest.tokens.open else "tokens",
                 "client_certificates": bool(self.settings.tls_client_ca_file),
                 "seed": self.settings.seed,
@@ -241,6 +279,8 @@ class GeneratorApp:
             if isinstance(result, Exception):
                 logger.error("%s failed", task.get_name(), exc_info=result)
         self.hub.close()
+        if self.shared is not None:
+            await self.shared.aclose()
         self.metrics.close()
         logger.info("generator stopped")
 
