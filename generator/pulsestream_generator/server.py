@@ -129,7 +129,9 @@ class GeneratorApp:
             self.settings_file.current,
             self.metrics,
             close_delay_ms=settings.ingest_close_delay.millis,
-            journal=Journal(Path(settings.ingest_journal_dir)) if settings.ingest_journal_dir else None,
+            journal=Journal(Path(settings.ingest_journal_dir))
+            if settings.ingest_journal_dir and not settings.history_url
+            else None,
             store=self._shared_history if settings.history_url else None,
         )
         self.ingest = Ingest(self.hub, settings, self.metrics)
@@ -195,6 +197,11 @@ class GeneratorApp:
             password = redisclient.password_of(self.settings)
             secrets += [password] if password else []
         auth.install_redactor(secrets)
+        if self.shared is not None and self.settings.ingest_journal_dir:
+            logger.warning(
+                "GENERATOR_INGEST_JOURNAL_DIR is not used with GENERATOR_HISTORY_URL: the shared history (Redis, "
+                "with its own persistence) keeps the published points"
+            )
         self.hub.recover(now_ms())
         self.hub.backfill(now_ms())
         bind = f"{self.settings.host}:{self.settings.port}"

@@ -187,7 +187,8 @@ class GeneratorSettings(LiveEnvSettings):
         default="",
         description="Directory of a write-ahead journal of published points: each batch is written there before "
         "it is acknowledged and replayed at start, so a crashed generator (kill -9, OOM, container restart) "
-        "gets back every point it acknowledged; empty = published history in memory only.",
+        "gets back every point it acknowledged; empty = published history in memory only. Not used with "
+        "GENERATOR_HISTORY_URL (Redis keeps the points; a warning says so at start).",
     )
     history_url: Annotated[str, AfterValidator(_history_url)] = Field(
         default="",
@@ -241,9 +242,4 @@ class GeneratorSettings(LiveEnvSettings):
             raise ValueError("GENERATOR_TLS_CERT_FILE and GENERATOR_TLS_KEY_FILE must be set together")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ValueError("GENERATOR_TLS_CLIENT_CA_FILE needs GENERATOR_TLS_CERT_FILE and GENERATOR_TLS_KEY_FILE")
-        if self.history_url and self.ingest_journal_dir:
-            raise ValueError(
-                "GENERATOR_INGEST_JOURNAL_DIR and GENERATOR_HISTORY_URL do not go together: with a shared history "
-                "Redis keeps the published points (use its persistence); unset the journal directory"
-            )
         return self

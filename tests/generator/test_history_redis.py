@@ -232,7 +232,10 @@ async def test_a_password_file_authenticates_and_the_password_is_never_logged(
         password_file.write_text(secret + "\n")
         url = f"redis://:wrong-in-url@127.0.0.1:{server.port}/0"
         caplog.set_level(logging.DEBUG)
-        app = await start_generator(history_url=url, history_password_file=str(password_file))
+        journal = tmp_path / "journal"
+        app = await start_generator(
+            history_url=url, history_password_file=str(password_file), ingest_journal_dir=str(journal)
+        )
         stack.push_async_callback(app.stop)  # before the server stops
         assert app.shared is not None and app.shared.up
         async with grpc.aio.insecure_channel(app.address) as channel:
@@ -241,16 +244,15 @@ async def test_a_password_file_authenticates_and_the_password_is_never_logged(
         logged = [" ".join(str(value) for value in vars(record).values()) for record in caplog.records]
         assert not [line for line in logged if secret in line or "wrong-in-url" in line]
         assert any(f"redis://:<redacted>@127.0.0.1:{server.port}/0" in line for line in logged)
+        assert "GENERATOR_INGEST_JOURNAL_DIR is not used" in caplog.text and not journal.exists()
         client = aioredis.Redis(port=server.port, password=secret)
         assert await client.exists("{pulsestream}:p:auth") == 1
         await client.aclose()
 
 
-def test_a_url_is_logged_without_its_password_and_the_journal_does_not_go_with_a_history_url() -> None:
+def test_a_url_is_logged_without_its_password_and_only_redis_urls_are_taken() -> None:
     assert redisclient.redacted("redis://:pw@h:6379/0") == "redis://:<redacted>@h:6379/0"
     assert redisclient.redacted("rediss://user:pw@h/1") == "rediss://user:<redacted>@h/1"
     assert redisclient.redacted("redis://h:6379/0") == "redis://h:6379/0"
-    with pytest.raises(ValueError, match="do not go together"):
-        GeneratorSettings.model_validate({"history_url": "redis://h", "ingest_journal_dir": "/tmp/j"})
     with pytest.raises(ValueError, match="redis://"):
         GeneratorSettings.model_validate({"history_url": "http://h"})
