@@ -81,6 +81,8 @@ def connect(settings: GeneratorSettings) -> redis.Redis:
         "retry_on_error": [RedisConnectionError],
         "retry_on_timeout": False,
         "client_name": "pulsestream-generator",
+        # RESP2: every Redis >= 2 and Valkey speak it, and the replies have the shape the store reads.
+        "protocol": 2,
     }
     if url.startswith("rediss://") and settings.history_tls_ca_file:
         options["ssl_ca_certs"] = settings.history_tls_ca_file

@@ -102,8 +102,10 @@ def parse_id(raw: bytes) -> tuple[int, int]:
 
 
 # KEYS: events, series, meta, then per series its points key and its closed key.
-# ARGV: now, keep_from (trim bound), expire_ms, revive_before, events maxlen, then per series:
-#   name, meta JSON ('' = none), n timed, n timed times (strictly increasing), n values, n untimed, values.
+# ARGV: now, keep_from (trim bound), expire_ms, revive_before, events maxlen, then five per series:
+#   name, meta JSON ('' = none), timed times (space-separated, strictly increasing), their values (the same),
+#   untimed values (the same). One string per list, not one argument per point: the client packs and Redis
+#   parses five arguments per series however many points they hold.
 # Returns per series: created (0/1), accepted, duplicates, out_of_order, late.
 APPEND = """
 local now = tonumber(ARGV[1])
@@ -112,13 +114,18 @@ local expire = ARGV[3]
 local revive_before = tonumber(ARGV[4])
 local maxlen = ARGV[5]
 local out = {}
-local a = 6
 local k = 4
 local function ms_of(id)
   return tonumber(string.sub(id, 1, string.find(id, '-', 1, true) - 1))
 end
-while a <= #ARGV do
-  local name, meta, nt = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+local function words(text)
+  local list = {}
+  for word in string.gmatch(text, '%S+') do list[#list + 1] = word end
+  return list
+end
+for a = 6, #ARGV, 5 do
+  local name, meta = ARGV[a], ARGV[a + 1]
+  local times, values, untimed = words(ARGV[a + 2]), words(ARGV[a + 3]), words(ARGV[a + 4])
   local key, ckey = KEYS[k], KEYS[k + 1]
   k = k + 2
   local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
@@ -147,24 +154,19 @@ while a <= #ARGV do
       last = t
     end
   end
-  local times = a + 3
-  local values = times + nt
-  for i = 0, nt - 1 do
-    local t = tonumber(ARGV[times + i])
-    local id = ARGV[times + i] .. '-0'
+  for i = 1, #times do
+    local t = tonumber(times[i])
+    local id = times[i] .. '-0'
     if t <= newest then
       if #redis.call('XRANGE', key, id, id) > 0 then dups = dups + 1 else ooo = ooo + 1 end
     else
-      add(t, id, ARGV[values + i])
+      add(t, id, values[i])
     end
   end
-  local nu = tonumber(ARGV[values + nt])
-  local untimed = values + nt + 1
-  for i = 0, nu - 1 do
+  for i = 1, #untimed do
     local t = math.max(now, last + 1)
-    add(t, string.format('%.0f-0', t), ARGV[untimed + i])
+    add(t, string.format('%.0f-0', t), untimed[i])
   end
-  a = untimed + nu
   local created = 0
   if accepted > 0 then
     redis.call('ZADD', KEYS[2], last, name)

@@ -122,6 +122,9 @@ class RedisStore:
         span_ms: Callable[[], int],
     ) -> None:
         self.client = client
+        # Entries as Redis sends them (nested lists), not a dict per entry: the mirror reads them once.
+        for command in ("XREAD", "XRANGE"):
+            client.set_response_callback(command, _raw)
         self.layout = layout
         self.local = MemoryStore(on_stored)
         self._on_stored = on_stored
@@ -202,7 +205,7 @@ class RedisStore:
             described = meta.get(name) if meta else None
             keys += [layout.points(name), layout.closed(name)]
             args += [name, json.dumps({"unit": described[0], "description": described[1]}) if described else ""]
-            args += [len(times), *times, *map(repr, values), len(part.untimed), *map(repr, part.untimed)]
+            args += [" ".join(map(str, times)), " ".join(map(repr, values)), " ".join(map(repr, part.untimed))]
         started = time.perf_counter()
         try:
             result = await self._append(keys=keys, args=args)
@@ -449,10 +452,11 @@ class RedisStore:
             elif raw_key.startswith(prefix):
                 self._apply(raw_key[len(prefix) :].decode(), entries)
 
-    def _events(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    def _events(self, entries: list[list[Any]]) -> None:
         synthetic = self._clock.synthetic()
-        for raw_id, fields in entries:
+        for raw_id, flat in entries:
             self._events_id = raw_id
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
             name = fields.get(b"n", b"").decode()
             if not name or name in synthetic:
                 continue
@@ -467,36 +471,41 @@ class RedisStore:
             meta = json.loads(raw)
             self.local.describe(name, str(meta["unit"]), str(meta["description"]))
 
-    def _apply(self, name: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Mirror one series' entries (in id order; those applied before are skipped) and fan them out."""
+    def _apply(self, name: str, entries: list[list[Any]]) -> None:
+        """Mirror one series' entries (in id order; those applied before are skipped) and fan them out.
+
+        Entries are ``[id, [field, value, ...]]``: a point ``[b"<t>-0", [b"v", value]]`` (plus ``b"l",
+        mask`` when late), a seal ``[b"<t>-<k>", [b"s", index, b"u", end]]``.
+        """
         if not entries or name not in self._group_of or name in self._clock.synthetic():
             return
         timeline = self.local.ensure(name)
         position = self._position.get(name, (0, 0))
+        skip = 0
+        while skip < len(entries) and parse_id(entries[skip][0]) <= position:
+            skip += 1  # read twice (a load and a follower read overlapped): applied once
+        if skip == len(entries):
+            return
         newest = timeline.newest
         times: list[int] = []
         values: list[float] = []
         late: dict[int, int] = {}
-        for raw_id, fields in entries:
-            at = parse_id(raw_id)
-            if at <= position:
+        for raw_id, fields in entries[skip:] if skip else entries:
+            ms_text, _, seq_text = raw_id.partition(b"-")
+            if seq_text != b"0":
+                self._store_run(timeline, times, values, late)
+                times, values, late = [], [], {}
+                self._apply_seal(timeline, dict(zip(fields[::2], fields[1::2], strict=True)))
                 continue
-            position = at
-            ms, seq = at
-            if not seq:
-                if ms > newest:
-                    times.append(ms)
-                    values.append(float(fields[b"v"]))
-                    newest = ms
-                    mark = fields.get(b"l")
-                    if mark:
-                        late[ms] = int(mark)
-                continue
-            self._store_run(timeline, times, values, late)
-            times, values, late = [], [], {}
-            self._apply_seal(timeline, fields)
+            ms = int(ms_text)
+            if ms > newest:
+                times.append(ms)
+                values.append(float(fields[1]))
+                newest = ms
+                if len(fields) > 2:
+                    late[ms] = int(fields[3])
         self._store_run(timeline, times, values, late)
-        self._position[name] = position
+        self._position[name] = parse_id(entries[-1][0])
 
     def _store_run(self, timeline: Timeline, times: list[int], values: list[float], late: dict[int, int]) -> None:
         if times:
@@ -516,6 +525,10 @@ class RedisStore:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _raw(response: Any, **options: Any) -> Any:
+    return response
 
 
 def _why(error: BaseException) -> str:
