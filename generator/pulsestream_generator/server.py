@@ -4,6 +4,11 @@ Start-up: backfill the history ring, bind the port, start the server, the
 producer, the published-bucket closer, the ingest intake and the settings
 watcher, open /metrics, then report SERVING for ``""``,
 ``pulsestream.v1.TimeSeriesService`` and ``pulsestream.v1.IngestService``.
+With ``GENERATOR_HISTORY_URL`` the shared history's follower starts too, and
+serving waits for its first sync (or for Redis found down); the ingest
+service's health then follows Redis (NOT_SERVING while it is unreachable),
+while ``""`` and the TimeSeriesService stay SERVING: streams are served from
+the local mirror either way.
 
 Shutdown (SIGTERM/SIGINT, or leaving ``async with``), each step logged:
 
