@@ -191,6 +191,8 @@ class RedisStore:
     # --- writing ----------------------------------------------------------------------------------
 
     async def append(self, batch: Batch, now: int, meta: Described | None = None) -> Outcome:
+        if not batch:
+            return Outcome()
         span = self._clock.span_ms()
         layout = self.layout
         keys: list[str] = [layout.events, layout.series, layout.meta]

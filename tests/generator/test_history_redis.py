@@ -256,3 +256,35 @@ def test_a_url_is_logged_without_its_password_and_only_redis_urls_are_taken() ->
     assert redisclient.redacted("redis://h:6379/0") == "redis://h:6379/0"
     with pytest.raises(ValueError, match="redis://"):
         GeneratorSettings.model_validate({"history_url": "http://h"})
+
+
+async def test_rediss_verifies_the_server_against_the_ca_file_and_refuses_another_ca(
+    tmp_path: Path, start_generator: StartGenerator
+) -> None:
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    from test_ingest_tls import _ca, _signed
+
+    _ca(pki, "ca")
+    _ca(pki, "other-ca")
+    _signed(pki, "server", "ca", "serverAuth")
+    async with contextlib.AsyncExitStack() as stack:
+        server = stack.enter_context(RedisServer(tmp_path / "tls", tls=(pki / "server.crt", pki / "server.key")))
+        assert server.url.startswith("rediss://")
+        good = await start_generator(history_url=server.url, history_tls_ca_file=str(pki / "ca.crt"))
+        stack.push_async_callback(good.stop)
+        bad = await start_generator(
+            history_url=server.url, history_tls_ca_file=str(pki / "other-ca.crt"), history_timeout="500ms"
+        )
+        stack.push_async_callback(bad.stop)
+        assert good.shared is not None and good.shared.up
+        assert bad.shared is not None and not bad.shared.up  # the certificate is not one its CA signed
+        for app, accepted in ((good, True), (bad, False)):
+            async with grpc.aio.insecure_channel(app.address) as channel:
+                replica = Replica(app, channel)
+                if accepted:
+                    assert (await replica.publish(("tls", 1.0, now_ms()))).accepted == 1
+                else:
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await replica.publish(("tls", 1.0, now_ms()))
+                    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

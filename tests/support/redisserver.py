@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from loopback import free_port
+from loopback import free_port, port_open
 from processes import stop_process
 
 __all__ = ["RedisServer", "redis_binary"]
@@ -37,20 +37,28 @@ class RedisServer:
     """One ``redis-server`` process; ``url`` is what ``GENERATOR_HISTORY_URL`` takes."""
 
     def __init__(
-        self, directory: Path, *, appendonly: bool = False, password: str | None = None, port: int = 0
+        self,
+        directory: Path,
+        *,
+        appendonly: bool = False,
+        password: str | None = None,
+        port: int = 0,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.binary = redis_binary()
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
         self.password = password
+        #: (certificate, key) of the server: it then listens with TLS only (rediss://).
+        self.tls = tls
         self.port = port or free_port()
         self.log = directory / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         args = [
@@ -58,7 +66,7 @@ class RedisServer:
             "--bind",
             "127.0.0.1",
             "--port",
-            str(self.port),
+            "0" if self.tls else str(self.port),
             "--dir",
             str(self.directory),
             "--save",
@@ -72,6 +80,10 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            cert, key = self.tls
+            args += ["--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+            args += ["--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not self._answers():
@@ -81,6 +93,8 @@ class RedisServer:
         return self
 
     def _answers(self) -> bool:
+        if self.tls:
+            return port_open(self.port)
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
