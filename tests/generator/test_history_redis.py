@@ -24,6 +24,7 @@ from generator_streams import StartGenerator, points_by_series, read_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loopback import wait_until
 from pulsestream_generator import redisclient
+from pulsestream_generator.publishing import SeriesPoints
 from pulsestream_generator.server import GeneratorApp
 from pulsestream_generator.settings import GeneratorSettings
 from redisserver import RedisServer
@@ -146,6 +147,19 @@ async def test_live_points_published_to_either_replica_reach_the_subscribers_of_
         call.cancel()
     assert [p.sequence for p in got[0]] == sent
     assert shape(got[0]) == shape(got[1])
+
+
+async def test_what_an_otlp_producer_says_about_a_series_reaches_every_replica_and_a_later_one(replicas: Any) -> None:
+    a, b = await replicas(), await replicas()
+    batch = {"otlp.latency": SeriesPoints([now_ms() - 1_000], [12.5])}
+    await a.app.hub.published.append(batch, now_ms(), {"otlp.latency": ("ms", "Checkout latency")})
+    for replica in (b, await replicas()):
+        await wait_until(
+            lambda r=replica: r.app.hub.published.meta("otlp.latency").unit == "ms", timeout=5, what="the unit"
+        )
+        listed = await replica.series.ListSeries(timeseries_pb2.ListSeriesRequest())
+        (info,) = [entry for entry in listed.series if entry.name == "otlp.latency"]
+        assert (info.unit, info.description, info.origin) == ("ms", "Checkout latency", "published")
 
 
 async def test_duplicates_and_out_of_order_points_follow_the_store_rules_through_redis(replicas: Any) -> None:
