@@ -84,10 +84,12 @@ logger = logging.getLogger(__name__)
 
 #: Series keys per follower read (one XREAD, one connection): Redis checks every key of a call.
 GROUP_KEYS = 256
-#: Entries one read returns per key; a backlog is read in pages of this.
-READ_COUNT = 1000
-#: Entries per XRANGE page when loading.
-LOAD_COUNT = 10_000
+#: Entries one read returns per key; a backlog is read in pages of this. With GROUP_KEYS keys a read holds at
+#: most 65,536 entries (about 20 MB of reply objects) in the rare case every key has a backlog.
+READ_COUNT = 256
+#: Entries per XRANGE page when loading, and keys per pipelined load: at most 32,000 entries at once.
+LOAD_COUNT = 2_000
+LOAD_KEYS = 16
 #: How long a follower read blocks in Redis (ms): bounds how late a key added to a busy group is read.
 BLOCK_MS = 250
 #: Reconnect backoff (seconds): doubling from the base to the cap, with jitter.
@@ -381,7 +383,7 @@ class RedisStore:
         """Read every entry after the last applied one, for each name (pipelined, in pages)."""
         pending = names
         while pending:
-            chunk, pending = pending[:64], pending[64:]
+            chunk, pending = pending[:LOAD_KEYS], pending[LOAD_KEYS:]
             fresh = [name for name in chunk if name not in self._loaded]
             async with self.client.pipeline(transaction=False) as pipe:
                 for name in chunk:

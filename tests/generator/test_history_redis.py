@@ -126,6 +126,18 @@ async def test_a_point_published_to_one_replica_is_served_by_the_other_with_the_
     assert "orders" in [info.name for info in listed.series if info.origin == "published"]
 
 
+async def test_a_replica_started_later_loads_a_history_longer_than_one_page_of_many_series(replicas: Any) -> None:
+    a = await replicas()
+    t0 = now_ms() - 20_000
+    await a.publish(*[("long", float(i), t0 + i) for i in range(5_000)])  # LOAD_COUNT is 2,000
+    await a.publish(*[(f"many.{i}", 1.0, t0) for i in range(40)])  # more keys than one pipelined load
+    late = await replicas()
+    timeline = late.app.hub.published.timeline("long")
+    assert timeline is not None and len(timeline) == 5_000 and timeline.newest == t0 + 4_999
+    assert all(f"many.{i}" in late.app.hub.published for i in range(40))
+    assert shape(await late.replay("long", count=5_000)) == shape(await a.replay("long", count=5_000))
+
+
 async def test_live_points_published_to_either_replica_reach_the_subscribers_of_both_identically(
     replicas: Any,
 ) -> None:
