@@ -369,7 +369,8 @@ class RedisStore:
         self._heard = time.monotonic()
         was = "reconnected to" if self.synced.is_set() else "following"
         logger.info(
-            f"{was} the shared history",
+            "%s the shared history",
+            was,
             extra={"series": len(self._group_of), "points": sum(len(t) for t in self._timelines())},
         )
 
