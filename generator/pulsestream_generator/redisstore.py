@@ -78,7 +78,7 @@ from pulsestream_generator.redislayout import (
 )
 from pulsestream_generator.timeline import Closed, Timeline
 
-__all__ = ["GROUP_KEYS", "RedisStore"]
+__all__ = ["BLOCK_MS", "GROUP_KEYS", "RedisStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +122,11 @@ class RedisStore:
         *,
         synthetic: Callable[[], Collection[str]],
         span_ms: Callable[[], int],
+        block_ms: int = BLOCK_MS,
     ) -> None:
         self.client = client
+        #: A read must come back well within the client's command timeout, or every read would time out.
+        self._block_ms = max(10, block_ms)
         # Entries as Redis sends them (nested lists), not a dict per entry: the mirror reads them once.
         for command in ("XREAD", "XRANGE"):
             client.set_response_callback(command, _raw)
@@ -436,9 +439,9 @@ class RedisStore:
                     ms, seq = self._position.get(name, (0, 0))
                     streams[self.layout.points(name)] = f"{ms}-{seq}"
                 if not streams:
-                    await asyncio.sleep(BLOCK_MS / 1000)
+                    await asyncio.sleep(self._block_ms / 1000)
                     continue
-                reply = await self.client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+                reply = await self.client.xread(streams, count=READ_COUNT, block=self._block_ms)
                 self._heard = time.monotonic()
                 self._take(reply)
         except asyncio.CancelledError:

@@ -59,7 +59,7 @@ from pulsestream_generator.metrics import GeneratorMetrics
 from pulsestream_generator.publishedstore import PublishedStore, Sealed, Stored
 from pulsestream_generator.randomness import RandomServicer
 from pulsestream_generator.redislayout import Layout
-from pulsestream_generator.redisstore import RedisStore
+from pulsestream_generator.redisstore import BLOCK_MS, RedisStore
 from pulsestream_generator.settings import GeneratorSettings
 from pulsestream_generator.source import Source
 from pulsestream_generator.timeseries import SERVICE_NAME, TimeSeriesServicer
@@ -182,6 +182,7 @@ class GeneratorApp:
             self.metrics.history(),
             synthetic=lambda: self.hub.spec.series,
             span_ms=lambda: self.hub.span_ms,
+            block_ms=min(BLOCK_MS, self.settings.history_timeout.millis // 2),
         )
         return self.shared
 
