@@ -19,7 +19,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	@touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,hiredis]'
 	# The real Helm v4 library for tests/deploy (declares Python>=3.12, works on 3.11).
 	$(BIN)/pip install --quiet --no-deps --ignore-requires-python helm-sdkpy==0.1.32 cffi pycparser
 	@touch $@

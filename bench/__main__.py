@@ -6,6 +6,7 @@ Examples::
     make bench BENCH_ARGS="--clients 1000 --rate 100 --duration 10"
     make bench BENCH_ARGS="--sweep --json bench.json"
     make bench BENCH_ARGS="--scenario ingest"   # real data in: publish throughput, publish -> browser latency
+    make bench BENCH_ARGS="--scenario ingest --history both"   # the same with the memory and the Redis history
     python -m bench --smoke --json -             # a few clients, a few seconds (the test suite runs this)
 
 Every process it starts (generator, streamer, reference, load workers) runs
@@ -61,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         "ingest: publish throughput and publish -> browser latency, next to the synthetic path",
     )
     parser.add_argument("--ingest-batch", type=int, default=10_000, help="ingest: points per Publish request")
+    parser.add_argument(
+        "--history",
+        choices=["memory", "redis", "both"],
+        default="memory",
+        help="ingest: where published history lives (GENERATOR_HISTORY_URL); both = side by side in one run",
+    )
     parser.add_argument("--raw-viewers", type=int, default=20, help="views: raw viewers of the 1-hour window")
     parser.add_argument("--reduced-viewers", type=int, default=1000, help="views: maxPoints viewers of it")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
@@ -162,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         logs = Path(args.logs) if args.logs else None
         if logs is not None:
             logs.mkdir(parents=True, exist_ok=True)
-        results = run_ingest(scenario, args.ingest_batch, logs)
+        histories = ("memory", "redis") if args.history == "both" else (args.history,)
+        results = run_ingest(scenario, args.ingest_batch, logs, histories)
         print(render(results), file=out, flush=True)
     for scenario in scenarios(args) if args.scenario == "fanout" else ():
         print(f"running: {scenario.title} ...", file=out, flush=True)

@@ -103,6 +103,9 @@ class Reason(enum.StrEnum):
     TOKEN_REQUIRED = "TOKEN_REQUIRED"
     #: UNAUTHENTICATED: the call's bearer token is not one of the configured ingest tokens.
     TOKEN_INVALID = "TOKEN_INVALID"
+    #: UNAVAILABLE: the shared published history (GENERATOR_HISTORY_URL) cannot be written right now; nothing of
+    #: the batch was acknowledged: resend the same batch (``backend``).
+    HISTORY_UNAVAILABLE = "HISTORY_UNAVAILABLE"
 
 
 #: The status code each reason travels with.
@@ -124,6 +127,7 @@ CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.INGEST_BUSY: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.TOKEN_REQUIRED: grpc.StatusCode.UNAUTHENTICATED,
     Reason.TOKEN_INVALID: grpc.StatusCode.UNAUTHENTICATED,
+    Reason.HISTORY_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 
 #: The metadata keys each reason may carry (documentation, checked by the tests and the README table).
@@ -146,6 +150,7 @@ METADATA: Mapping[Reason, tuple[str, ...]] = {
     Reason.INGEST_BUSY: ("max_in_flight", "retry_after_ms"),
     Reason.TOKEN_REQUIRED: (),
     Reason.TOKEN_INVALID: (),
+    Reason.HISTORY_UNAVAILABLE: ("backend",),
 }
 
 #: The trailer OpenTelemetry's OTLP exporters read a ``google.rpc.RetryInfo`` from (besides the status details).

@@ -49,7 +49,7 @@ import contextlib
 import functools
 import logging
 from collections import Counter
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from pulsestream.spec import StreamSpec
 from pulsestream.v1 import timeseries_pb2
@@ -67,7 +67,7 @@ from pulsestream_generator.live import (
     TickBatch,
 )
 from pulsestream_generator.metrics import GeneratorMetrics
-from pulsestream_generator.publishedstore import MemoryStore, PublishedStore
+from pulsestream_generator.publishedstore import MemoryStore, PublishedStore, Sealed, Stored
 from pulsestream_generator.query import Query
 from pulsestream_generator.replay import bucket_chunk, previous_bucket, raw_chunk
 from pulsestream_generator.source import Source
@@ -93,13 +93,18 @@ class Hub:
         *,
         close_delay_ms: int = 2000,
         journal: Journal | None = None,
+        store: Callable[[Stored, Sealed], PublishedStore] | None = None,
     ) -> None:
         self.source = source
         self.spec = spec
         self.metrics = metrics
         self.history = History(spec.series)
-        self._memory = MemoryStore(self._stored, journal)
-        self.published: PublishedStore = self._memory
+        self._memory: MemoryStore | None = None
+        self.published: PublishedStore
+        if store is None:
+            self._memory = self.published = MemoryStore(self._stored, journal)
+        else:  # a shared history (GENERATOR_HISTORY_URL): it calls back when its follower mirrors points and seals
+            self.published = store(self._stored, self._sealed)
         self.published.declare(spec.published)
         self.close_delay_ms = close_delay_ms
         self.draining = False
@@ -199,6 +204,8 @@ class Hub:
 
     def recover(self, now: int) -> None:
         """Get back the published points a journal holds (at start, before serving)."""
+        if self._memory is None:
+            return
         replayed = self._memory.recover(now - self.span_ms, synthetic=self.spec.series)
         if replayed is not None:
             logger.info(
@@ -213,7 +220,8 @@ class Hub:
 
     def close(self) -> None:
         """Sync and close the journal, if any (after the server stopped)."""
-        self._memory.close()
+        if self._memory is not None:
+            self._memory.close()
 
     async def run(self) -> None:
         """Produce ticks until cancelled."""
@@ -291,17 +299,21 @@ class Hub:
         for sub in subs:
             sub.offer(item)
 
+    def _sealed(self, timeline: Timeline, closed: list[Closed]) -> None:
+        """Buckets of ``timeline`` closed by the clock: hand them to its subscribers now."""
+        subs = self._by_series.get(timeline.name)
+        if not subs:
+            return
+        buckets = self._closed_buckets(timeline, closed)
+        if buckets:
+            item = PublishedItem(timeline.name, (), (), timeline.newest, buckets)
+            for sub in subs:
+                sub.offer(item)
+
     def seal_and_trim(self, now: int, *, trim: bool) -> None:
         """Close quiet buckets by the clock (fanned out at once); with ``trim``, drop history past the span."""
         for timeline, closed in self.published.seal(now, self.close_delay_ms):
-            subs = self._by_series.get(timeline.name)
-            if not subs:
-                continue
-            buckets = self._closed_buckets(timeline, closed)
-            if buckets:
-                item = PublishedItem(timeline.name, (), (), timeline.newest, buckets)
-                for sub in subs:
-                    sub.offer(item)
+            self._sealed(timeline, closed)
         if trim:
             expired = self.published.trim(now - self.span_ms, keep=self._by_series.keys())
             if expired:
@@ -448,7 +460,7 @@ class Hub:
                 sequence = item.sequence(width)
                 if sequence is None or sequence <= cursors[key]:
                     continue
-                response = item.response(query)
+                response = item.response(query, cursors[key])
                 if response is None:
                     continue
                 lag.observe(max(0.0, (now_ms() - sequence) / 1000))

@@ -38,7 +38,7 @@ from pulsestream_generator.hub import Hub
 from pulsestream_generator.intake import Busy, Closed, Intake
 from pulsestream_generator.metrics import GeneratorMetrics
 from pulsestream_generator.otlp import Conversion, OtlpNames, convert
-from pulsestream_generator.publishedstore import Outcome
+from pulsestream_generator.publishedstore import Outcome, Unavailable
 from pulsestream_generator.publishing import Refused, Rules, check_publish
 from pulsestream_generator.settings import GeneratorSettings
 
@@ -102,9 +102,7 @@ class Ingest:
             return _Done(await store.append(batch, rules.now))
         assert job.export is not None
         conversion = convert(job.export, rules, self.otlp_names, self.settings.ingest_otlp_resource_attributes)
-        outcome = await store.append(conversion.batch, rules.now)
-        for name, (unit, description) in conversion.meta.items():
-            store.describe(name, unit, description)
+        outcome = await store.append(conversion.batch, rules.now, conversion.meta)
         self.metrics.ingest_points.labels("refused").inc(conversion.rejected)
         return _Done(outcome, conversion)
 
@@ -143,6 +141,8 @@ class Ingest:
                 ) from None
             except Closed:
                 raise _Abort(refusals.status(Reason.SERVER_DRAINING, "server draining; resend this batch")) from None
+            except Unavailable as error:
+                raise _Abort(refusals.status(Reason.HISTORY_UNAVAILABLE, str(error), backend="redis")) from None
             except Refused as error:
                 logger.debug("batch refused: %s", error, extra={"rpc": rpc, "peer": context.peer()})
                 raise _Abort(refusals.status(error.reason, str(error), **error.metadata)) from None

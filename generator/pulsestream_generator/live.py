@@ -75,7 +75,9 @@ class LiveItem(Protocol):
         """The last sequence this item carries at a resolution, or ``None`` if nothing."""
         ...
 
-    def response(self, query: Query) -> timeseries_pb2.SubscribeResponse | None: ...
+    def response(self, query: Query, after: int) -> timeseries_pb2.SubscribeResponse | None:
+        """The message for ``query``, holding only what comes after the stream's cursor ``after``."""
+        ...
 
 
 class TickBatch:
@@ -108,7 +110,7 @@ class TickBatch:
         closed = self.buckets.get(width_ms)
         return closed[0] if closed else None
 
-    def response(self, query: Query) -> timeseries_pb2.SubscribeResponse | None:
+    def response(self, query: Query, after: int) -> timeseries_pb2.SubscribeResponse | None:
         key = (query.synthetic, query.width_ms)
         cached = self._memo.get(key)
         if cached is not None:
@@ -156,16 +158,24 @@ class PublishedItem:
         closed = self.buckets.get(width_ms)
         return closed[1][-1].start if closed else None
 
-    def response(self, query: Query) -> timeseries_pb2.SubscribeResponse | None:
+    def response(self, query: Query, after: int) -> timeseries_pb2.SubscribeResponse | None:
+        """The points (or buckets) of this item for ``query``; those at or before ``after`` left out.
+
+        A live stream's cursor is normally before every item it is handed (it registered once caught
+        up), and the message is built once for all. With a shared history a stream may resume on a
+        replica whose mirror is still behind its cursor: then the first items straddle the cursor,
+        and only what is after it is sent (built for that stream alone), so nothing comes twice.
+        """
         width = query.width_ms
         cached = self._memo.get(width)
-        if cached is not None:
+        if cached is not None and self._first(width) > after:
             return cached
         points = []
         if not width:
             previous = self.previous
             for t, v in zip(self.times, self.values, strict=True):
-                points.append(raw_point(self.key, t, v, previous))
+                if t > after:
+                    points.append(raw_point(self.key, t, v, previous))
                 previous = t
         else:
             closed = self.buckets.get(width)
@@ -173,11 +183,19 @@ class PublishedItem:
                 return None
             previous, buckets = closed
             for bucket in buckets:
-                points.append(bucket_point(self.key, bucket, previous))
+                if bucket.start > after:
+                    points.append(bucket_point(self.key, bucket, previous))
                 previous = bucket.start
         response = timeseries_pb2.SubscribeResponse(points=points)
-        self._memo[width] = response
+        if self._first(width) > after:
+            self._memo[width] = response
         return response
+
+    def _first(self, width: int) -> int:
+        if not width:
+            return self.times[0] if self.times else 0
+        closed = self.buckets.get(width)
+        return closed[1][0].start if closed and closed[1] else 0
 
 
 class Subscription:

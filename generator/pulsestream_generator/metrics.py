@@ -88,8 +88,15 @@ class GeneratorMetrics:
         self.ingest_in_flight = Gauge(
             f"{PREFIX}_ingest_in_flight", "Publish and Export batches queued or being stored", registry=r
         )
+        self._history: HistoryMetrics | None = None
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    def history(self) -> HistoryMetrics:
+        """The shared history's metrics, registered on first use (a memory history exports none)."""
+        if self._history is None:
+            self._history = HistoryMetrics(self.registry)
+        return self._history
 
     def track_buffer_fill(self, fill: Callable[[], float]) -> None:
         """Compute the buffer fill on scrape rather than on every tick."""
@@ -125,3 +132,40 @@ class GeneratorMetrics:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+
+class HistoryMetrics:
+    """Metrics of the shared published history (``GENERATOR_HISTORY_URL``): only exported when one is set."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.up = Gauge(
+            f"{PREFIX}_history_up",
+            "1 while the shared published history (GENERATOR_HISTORY_URL) is reachable and followed, 0 while not "
+            "(Publish answers UNAVAILABLE, Subscribe serves the local mirror); absent with the memory history",
+            registry=registry,
+        )
+        self.append = Histogram(
+            f"{PREFIX}_history_append_seconds",
+            "Time to append one ingest batch to the shared history (one script call), successful or not",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
+        self.follow_lag = Gauge(
+            f"{PREFIX}_history_follow_lag_seconds",
+            "How long ago the follower last heard from the shared history (a read returned); grows while it "
+            "is unreachable",
+            registry=registry,
+        )
+        self.mirror_delay = Histogram(
+            f"{PREFIX}_history_mirror_delay_seconds",
+            "Now minus the newest point's timestamp, per run of points the follower mirrored (publish -> "
+            "mirror for real-time producers)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0),
+            registry=registry,
+        )
+        self.errors = Counter(
+            f"{PREFIX}_history_errors",
+            "Failed calls to the shared history, by operation (append, seal, follow, sync, expire)",
+            ["op"],
+            registry=registry,
+        )

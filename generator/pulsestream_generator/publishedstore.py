@@ -10,6 +10,9 @@ replicas (Redis Streams, ``GENERATOR_HISTORY_URL=redis://...``) implements
 the same protocol, keeping each replica's timelines as a local mirror, so
 the servicers and the hub do not change. ``append`` is a coroutine for that
 reason (a shared backend awaits its server); the memory store never waits.
+A shared backend hands stored runs and clock-closed buckets to the fan-out
+when its follower mirrors them (the ``Stored`` and ``Sealed`` callbacks), so
+every replica fans out from the same path.
 
 The store's rules, per series (sequence = timestamp in epoch ms):
 
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,7 +39,17 @@ from pulsestream_generator.journal import Journal, Replayed
 from pulsestream_generator.publishing import Batch, SeriesPoints
 from pulsestream_generator.timeline import Appended, Closed, Timeline
 
-__all__ = ["MemoryStore", "Outcome", "PublishedStore", "SeriesMeta", "Stored"]
+__all__ = [
+    "Described",
+    "MemoryStore",
+    "Outcome",
+    "PublishedStore",
+    "Sealed",
+    "SeriesMeta",
+    "Stored",
+    "Unavailable",
+    "sorted_points",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +66,10 @@ class SeriesMeta:
     def declared_as(cls, entry: PublishedSeries) -> SeriesMeta:
         low, high = entry.expected_range or (0.0, 0.0)
         return cls(entry.unit, entry.description, low, high, declared=True)
+
+
+class Unavailable(Exception):
+    """The store cannot take a batch now (a shared backend is unreachable): nothing was acknowledged."""
 
 
 @dataclass(slots=True)
@@ -76,6 +93,10 @@ class Outcome:
 
 #: The fan-out's callback: a run of points was stored in a timeline (called once per series per batch).
 Stored = Callable[[Timeline, Appended], None]
+#: The fan-out's callback for buckets the clock closed outside :meth:`PublishedStore.seal` (a shared backend).
+Sealed = Callable[[Timeline, list[Closed]], None]
+#: Metadata producers sent with a batch (OTLP's unit and description), per series.
+Described = Mapping[str, tuple[str, str]]
 
 
 class PublishedStore(Protocol):
@@ -103,8 +124,12 @@ class PublishedStore(Protocol):
 
     def remove(self, name: str) -> None: ...
 
-    async def append(self, batch: Batch, now: int) -> Outcome:
-        """Store a checked batch; every stored run reaches the ``Stored`` callback before this returns."""
+    async def append(self, batch: Batch, now: int, meta: Described | None = None) -> Outcome:
+        """Store a checked batch (and what producers said about its series, for those nobody declared).
+
+        The memory store hands every stored run to the ``Stored`` callback before this returns; a shared
+        backend returns once its server accepted the batch, and its follower hands the runs over.
+        """
         ...
 
     def seal(self, now: int, delay_ms: int) -> Iterator[tuple[Timeline, list[Closed]]]:
@@ -116,7 +141,7 @@ class PublishedStore(Protocol):
         ...
 
 
-def _sorted(part: SeriesPoints) -> tuple[list[int], list[float]]:
+def sorted_points(part: SeriesPoints) -> tuple[list[int], list[float]]:
     """The timed points of one series in time order, the first of equal timestamps kept."""
     times, values = part.times, part.values
     if all(a < b for a, b in itertools.pairwise(times)):
@@ -185,8 +210,18 @@ class MemoryStore:
         if name in self._declared:
             self._declared.remove(name)
 
-    async def append(self, batch: Batch, now: int) -> Outcome:
-        return self.append_now(batch, now)
+    async def append(self, batch: Batch, now: int, meta: Described | None = None) -> Outcome:
+        outcome = self.append_now(batch, now)
+        for name, (unit, description) in (meta or {}).items():
+            self.describe(name, unit, description)
+        return outcome
+
+    def ensure(self, name: str) -> Timeline:
+        """The timeline of ``name``, made empty when there is none (a shared backend's mirror adds series)."""
+        timeline = self._timelines.get(name)
+        if timeline is None:
+            timeline = self._timelines[name] = Timeline(name)
+        return timeline
 
     def append_now(self, batch: Batch, now: int) -> Outcome:
         """:meth:`append` without the coroutine (the memory store never waits).
@@ -280,7 +315,7 @@ class MemoryStore:
 def _new_points(timeline: Timeline | None, part: SeriesPoints, now: int) -> tuple[list[int], list[float], Outcome]:
     """The points of ``part`` to store in ``timeline`` (times ascending), and the duplicates and out-of-order."""
     outcome = Outcome()
-    times, values = _sorted(part)
+    times, values = sorted_points(part)
     outcome.duplicates = len(part.times) - len(times)  # equal timestamps within the batch: the first counts
     newest = timeline.newest if timeline is not None else 0
     if timeline is not None and times and times[0] <= newest:

@@ -4,6 +4,11 @@ Start-up: backfill the history ring, bind the port, start the server, the
 producer, the published-bucket closer, the ingest intake and the settings
 watcher, open /metrics, then report SERVING for ``""``,
 ``pulsestream.v1.TimeSeriesService`` and ``pulsestream.v1.IngestService``.
+With ``GENERATOR_HISTORY_URL`` the shared history's follower starts too, and
+serving waits for its first sync (or for Redis found down); the ingest
+service's health then follows Redis (NOT_SERVING while it is unreachable),
+while ``""`` and the TimeSeriesService stay SERVING: streams are served from
+the local mirror either way.
 
 Shutdown (SIGTERM/SIGINT, or leaving ``async with``), each step logged:
 
@@ -38,7 +43,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 
 from pulsestream.settingsfile import SettingsFile
 from pulsestream.v1 import ingest_pb2_grpc, random_pb2, random_pb2_grpc, timeseries_pb2_grpc
-from pulsestream_generator import auth, reflection
+from pulsestream_generator import auth, redisclient, reflection
 from pulsestream_generator.clock import now_ms
 from pulsestream_generator.decoding import add_servicer
 from pulsestream_generator.gate import Gate
@@ -52,7 +57,10 @@ from pulsestream_generator.ingestion import (
 )
 from pulsestream_generator.journal import Journal
 from pulsestream_generator.metrics import GeneratorMetrics
+from pulsestream_generator.publishedstore import PublishedStore, Sealed, Stored
 from pulsestream_generator.randomness import RandomServicer
+from pulsestream_generator.redislayout import Layout
+from pulsestream_generator.redisstore import BLOCK_MS, RedisStore
 from pulsestream_generator.settings import GeneratorSettings
 from pulsestream_generator.source import Source
 from pulsestream_generator.timeseries import SERVICE_NAME, TimeSeriesServicer
@@ -145,12 +153,16 @@ class GeneratorApp:
         )
         self.metrics = GeneratorMetrics()
         self.source = Source(settings.seed)
+        self.shared: RedisStore | None = None
         self.hub = Hub(
             self.source,
             self.settings_file.current,
             self.metrics,
             close_delay_ms=settings.ingest_close_delay.millis,
-            journal=Journal(Path(settings.ingest_journal_dir)) if settings.ingest_journal_dir else None,
+            journal=Journal(Path(settings.ingest_journal_dir))
+            if settings.ingest_journal_dir and not settings.history_url
+            else None,
+            store=self._shared_history if settings.history_url else None,
         )
         self.ingest = Ingest(self.hub, settings, self.metrics)
         self.gate = Gate()
@@ -178,6 +190,26 @@ class GeneratorApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
 
+    def _shared_history(self, on_stored: Stored, on_sealed: Sealed) -> PublishedStore:
+        """The Redis-backed store (``GENERATOR_HISTORY_URL``), following what the hub's settings say now."""
+        self.shared = RedisStore(
+            redisclient.connect(self.settings),
+            Layout(self.settings.history_key_prefix),
+            on_stored,
+            on_sealed,
+            self.metrics.history(),
+            synthetic=lambda: self.hub.spec.series,
+            span_ms=lambda: self.hub.span_ms,
+            block_ms=min(BLOCK_MS, self.settings.history_timeout.millis // 2),
+        )
+        return self.shared
+
+    async def _report_history(self, shared: RedisStore) -> None:
+        """Ingest health follows the shared history: NOT_SERVING while Redis is unreachable."""
+        async for up in shared.states():
+            status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+            await self.health.set(INGEST_SERVICE_NAME, status)
+
     @property
     def address(self) -> str:
         return f"{self.settings.host}:{self.port}"
@@ -187,7 +219,16 @@ class GeneratorApp:
         # Ports first: a taken one is a one-line error before any work is done or logged.
         _check_free(self.settings.host, self.settings.port, "GENERATOR_PORT")
         _check_free(self.settings.host, self.settings.metrics_port, "GENERATOR_METRICS_PORT")
-        auth.install_redactor(self.settings.ingest_tokens)
+        secrets = list(self.settings.ingest_tokens)
+        if self.shared is not None:
+            password = redisclient.password_of(self.settings)
+            secrets += [password] if password else []
+        auth.install_redactor(secrets)
+        if self.shared is not None and self.settings.ingest_journal_dir:
+            logger.warning(
+                "GENERATOR_INGEST_JOURNAL_DIR is not used with GENERATOR_HISTORY_URL: the shared history (Redis, "
+                "with its own persistence) keeps the published points"
+            )
         self.hub.recover(now_ms())
         self.hub.backfill(now_ms())
         bind = f"{self.settings.host}:{self.settings.port}"
@@ -216,10 +257,19 @@ class GeneratorApp:
             asyncio.create_task(self.ingest.intake.run(), name="generator-ingest"),
             asyncio.create_task(self._apply_settings(), name="generator-settings"),
         ]
+        if self.shared is not None:
+            self._tasks += [
+                asyncio.create_task(self.shared.run(), name="generator-history"),
+                asyncio.create_task(self._report_history(self.shared), name="generator-history-health"),
+            ]
+            # Serve once the first sync is done (or Redis was found down): a replica that starts up knows
+            # the published series Redis holds before the streamer can ask it for them.
+            await self.shared.synced.wait()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set(INGEST_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(RANDOM_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        if self.shared is None:
+            await self.health.set(INGEST_SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         spec = self.hub.spec
         logger.info(
             "generator serving",
@@ -230,6 +280,7 @@ class GeneratorApp:
                 "retention": str(spec.retention),
                 "series": ",".join(spec.series),
                 "published": len(self.hub.published),
+                "history": redisclient.redacted(self.settings.history_url) if self.shared is not None else "memory",
                 "ingest_auth": "open" if self.ingest.tokens.open else "tokens",
                 "client_certificates": bool(self.settings.tls_client_ca_file),
                 "seed": self.settings.seed,
@@ -273,6 +324,8 @@ class GeneratorApp:
             if isinstance(result, Exception):
                 logger.error("%s failed", task.get_name(), exc_info=result)
         self.hub.close()
+        if self.shared is not None:
+            await self.shared.aclose()
         self.metrics.close()
         logger.info("generator stopped")
 

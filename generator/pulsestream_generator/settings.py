@@ -29,6 +29,21 @@ def _tokens(tokens: list[str]) -> list[str]:
     return tokens
 
 
+_HISTORY_SCHEMES = ("redis://", "rediss://")
+
+
+def _history_url(url: str) -> str:
+    if url and not url.startswith(_HISTORY_SCHEMES):
+        raise ValueError("the history URL must start with redis:// or rediss:// (empty = in memory)")
+    return url
+
+
+def _key_prefix(prefix: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", prefix):
+        raise ValueError("a key prefix is 1 to 64 letters, digits and _ . : -")
+    return prefix
+
+
 class GeneratorSettings(LiveEnvSettings):
     """Everything the generator process reads from its environment."""
 
@@ -172,7 +187,36 @@ class GeneratorSettings(LiveEnvSettings):
         default="",
         description="Directory of a write-ahead journal of published points: each batch is written there before "
         "it is acknowledged and replayed at start, so a crashed generator (kill -9, OOM, container restart) "
-        "gets back every point it acknowledged; empty = published history in memory only.",
+        "gets back every point it acknowledged; empty = published history in memory only. Not used with "
+        "GENERATOR_HISTORY_URL (Redis keeps the points; a warning says so at start).",
+    )
+    history_url: Annotated[str, AfterValidator(_history_url)] = Field(
+        default="",
+        description="Where published history lives: empty = this process's memory (one generator); "
+        "redis://[:PASSWORD@]HOST:PORT/DB or rediss:// (TLS) = Redis or Valkey Streams shared by every replica "
+        "with the same URL (same points, same sequences; each replica mirrors them). Logged with the password "
+        "redacted.",
+        json_schema_extra={"secret": True},
+    )
+    history_password_file: str = Field(
+        default="",
+        description="File holding the Redis password (a mounted Secret; one line, read at start); overrides a "
+        "password in GENERATOR_HISTORY_URL. Never logged.",
+    )
+    history_tls_ca_file: str = Field(
+        default="",
+        description="PEM CA bundle that verifies the Redis server's certificate with rediss:// (empty = the "
+        "system's CAs).",
+    )
+    history_key_prefix: Annotated[str, AfterValidator(_key_prefix)] = Field(
+        default="pulsestream",
+        description="Prefix of every Redis key (inside a {hash tag}, so one Redis can hold several "
+        "deployments' histories apart); replicas that share history use the same.",
+    )
+    history_timeout: Annotated[Duration, within("100ms", "1m")] = Field(
+        default=Duration("2s"),
+        description="Deadline of one Redis command (and of connecting): past it Publish answers UNAVAILABLE "
+        "(HISTORY_UNAVAILABLE) and the follower reconnects; above a Redis failover's usual pause.",
     )
     frequency: Duration = live("frequency")
     retention: Duration = live("retention")

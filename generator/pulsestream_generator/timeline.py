@@ -33,7 +33,7 @@ Late points
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pulsestream.v1 import timeseries_pb2
@@ -153,18 +153,22 @@ class Timeline:
 
     # --- writing ----------------------------------------------------------------------------------
 
-    def append(self, times: Sequence[int], values: Sequence[float]) -> Appended:
-        """Store points newer than :attr:`newest` (``times`` strictly increasing); close the buckets they end."""
+    def append(self, times: Sequence[int], values: Sequence[float], late: Mapping[int, int] | None = None) -> Appended:
+        """Store points newer than :attr:`newest` (``times`` strictly increasing); close the buckets they end.
+
+        ``late`` (timestamp -> bit mask of widths) gives the late marks another process decided (a
+        shared history records them in its entries, :mod:`.redisstore`); without it they are worked
+        out here from :attr:`closed_through`, which gives the same marks for the same sequence of
+        appends and seals.
+        """
         previous = self.newest
         history = self.history
-        for index, through in enumerate(self.closed_through):
-            if times[0] < through:  # a clock-closed bucket: the points before its end are late for it
-                bit = 1 << index
-                for t in times:
-                    if t >= through:
-                        break
-                    self.late[t] = self.late.get(t, 0) | bit
-                    self.late_points += 1
+        if late is not None:
+            for t, bits in late.items():
+                self.late[t] = self.late.get(t, 0) | bits
+                self.late_points += bits.bit_count()
+        else:
+            self._mark_late(times)
         history.extend(times, {self.name: values})
         newest = times[-1]
         closed = []
@@ -176,18 +180,48 @@ class Timeline:
                 self.closed_through[index] = open_start
         return Appended(times, values, previous, tuple(closed))
 
-    def seal(self, now: int, delay_ms: int) -> list[Closed]:
-        """Close, by the clock, each open bucket whose end passed ``delay_ms`` ago (a series gone quiet)."""
+    def _mark_late(self, times: Sequence[int]) -> None:
+        for index, through in enumerate(self.closed_through):
+            if times[0] < through:  # a clock-closed bucket: the points before its end are late for it
+                bit = 1 << index
+                for t in times:
+                    if t >= through:
+                        break
+                    self.late[t] = self.late.get(t, 0) | bit
+                    self.late_points += 1
+
+    def due(self, now: int, delay_ms: int) -> list[Closed]:
+        """The open buckets the clock closes now: their end passed ``delay_ms`` ago (a series gone quiet)."""
         newest = self.history.newest
         if not newest:
             return []
-        closed = []
+        due = []
         for index, width in enumerate(WIDTHS):
             start = bucket_start(newest, width)
             if self.closed_through[index] <= start and now >= start + width + delay_ms:
-                closed.append(Closed(index, start, start + width))
-                self.closed_through[index] = start + width
+                due.append(Closed(index, start, start + width))
+        return due
+
+    def seal(self, now: int, delay_ms: int) -> list[Closed]:
+        """Close, by the clock, each open bucket whose end passed ``delay_ms`` ago (a series gone quiet)."""
+        closed = self.due(now, delay_ms)
+        for entry in closed:
+            self.closed_through[entry.index] = entry.hi
         return closed
+
+    def apply_seal(self, index: int, through: int) -> Closed | None:
+        """Close the bucket of width ``WIDTHS[index]`` that ends at ``through`` (a seal decided elsewhere)."""
+        start = through - WIDTHS[index]
+        if self.closed_through[index] > start:
+            return None  # closed already (by a point at or after its end)
+        self.closed_through[index] = through
+        return Closed(index, start, through)
+
+    def starts_after(self, sequence: int) -> None:
+        """Say that points up to ``sequence`` existed but are gone (a history loaded from a trimmed log)."""
+        history = self.history
+        if not len(history) and sequence > history.before_oldest:
+            history.before_oldest = sequence
 
     def trim(self, keep_from: int) -> None:
         """Drop points older than ``keep_from`` (the newest one always stays, for the next point's link)."""

@@ -73,6 +73,7 @@ class IngestServiceServicer:
         TOKEN_REQUIRED        UNAUTHENTICATED     (none)
         TOKEN_INVALID         UNAUTHENTICATED     (none)
         SERVER_DRAINING       UNAVAILABLE         (none)
+        HISTORY_UNAVAILABLE   UNAVAILABLE         backend
         `index` is the point's position in `points` (from 0). INGEST_BUSY also
         carries a google.rpc.RetryInfo (in the status details and in the
         `google.rpc.retryinfo-bin` trailer): wait that long, then resend the

@@ -69,9 +69,12 @@ class Stack:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.sport}"
 
-    async def start_generator(self) -> Service:
+    async def start_generator(self, port: int | None = None) -> Service:
+        """A generator on ``port`` (default: the stack's), with the stack's environment; waits until it serves."""
+        port = port or self.gport
+        address = f"127.0.0.1:{port}"
         env = {
-            "GENERATOR_PORT": str(self.gport),
+            "GENERATOR_PORT": str(port),
             "GENERATOR_METRICS_PORT": "0",
             "GENERATOR_FREQUENCY": "100ms",
             "GENERATOR_RETENTION": "2m",
@@ -84,20 +87,21 @@ class Stack:
 
         async def serving() -> bool:
             with contextlib.suppress(grpc.aio.AioRpcError):
-                async with grpc.aio.insecure_channel(self.address) as channel:
+                async with grpc.aio.insecure_channel(address) as channel:
                     reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
                     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
             return False
 
-        await wait_until(serving, timeout=30, what=f"generator on {self.address}\n{service.tail()}")
+        await wait_until(serving, timeout=30, what=f"generator on {address}\n{service.tail()}")
         return service
 
-    async def start_streamer(self) -> Service:
+    async def start_streamer(self, addresses: str | None = None) -> Service:
+        """The streamer, following ``addresses`` (comma-separated replicas; default: the stack's generator)."""
         settings = self.directory / "streamer-settings.json"
         settings.write_text(json.dumps(OPEN_LIMITS))
         env = {
             "STREAMER_PORT": str(self.sport),
-            "STREAMER_GENERATOR_ADDRESS": self.address,
+            "STREAMER_GENERATOR_ADDRESS": addresses or self.address,
             "STREAMER_RECONNECT_BASE": "50ms",
             "STREAMER_RECONNECT_CAP": "300ms",
             "PULSESTREAM_SETTINGS_FILE": str(settings),

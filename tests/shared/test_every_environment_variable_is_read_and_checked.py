@@ -49,6 +49,7 @@ EXAMPLES: dict[str, Example] = {
     ),
     "GENERATOR_INGEST_TOKENS": Example("t1-abc,t2_def=", ("has space,t2",)),
     "GENERATOR_INGEST_OTLP_RESOURCE_ATTRIBUTES": Example("service.name,host.name"),
+    "GENERATOR_HISTORY_URL": Example("rediss://:pw@redis.example:6380/2", ("http://redis:6379", "redis.example")),
     "GENERATOR_PUBLISHED": Example(
         '[{"name": "orders", "unit": "1/s", "expectedRange": [0.0, 50.0]}]',
         ('[{"name": "a b"}]', "[not json", '[{"name": "x", "expectedRange": [5, 1]}]'),

@@ -121,3 +121,12 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* GENERATOR_HISTORY_URL: the external Redis, else the in-chart one, else empty (memory). */}}
+{{- define "pulsestream.historyUrl" -}}
+{{- if .Values.generator.history.url -}}
+{{- .Values.generator.history.url -}}
+{{- else if .Values.redis.enabled -}}
+{{- printf "redis://%s:%d/0" (include "pulsestream.componentName" (dict "root" . "component" "redis")) (int .Values.redis.port) -}}
+{{- end -}}
+{{- end -}}
