@@ -27,6 +27,7 @@ __all__ = [
     "ARTIFACTS",
     "CHROMIUM",
     "CHROMIUM_ARGS",
+    "ROOT",
     "artifact",
     "chromium",
     "chromium_path",
