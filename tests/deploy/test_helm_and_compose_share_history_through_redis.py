@@ -18,7 +18,14 @@ import yaml
 from deploy_support import ROOT
 from pulsestream_generator.settings import GeneratorSettings
 from test_compose_file_is_valid_health_gated_and_hardened import document, interpolate
-from test_helm_chart_lints_and_renders_restricted_objects import ALL_ON, HelmReadyEmulator, by_kind, created_objects, install, merged
+from test_helm_chart_lints_and_renders_restricted_objects import (
+    ALL_ON,
+    HelmReadyEmulator,
+    by_kind,
+    created_objects,
+    install,
+    merged,
+)
 
 HISTORY_ON = {
     "generator": {"history": {"existingSecret": "redis-auth", "passwordKey": "pw"}},

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from certificates import authority, require_openssl, signed
 from generator_streams import StartGenerator, points_by_series, read_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loopback import wait_until
@@ -289,11 +290,10 @@ async def test_rediss_verifies_the_server_against_the_ca_file_and_refuses_anothe
 ) -> None:
     pki = tmp_path / "pki"
     pki.mkdir()
-    from test_ingest_tls import _ca, _signed
-
-    _ca(pki, "ca")
-    _ca(pki, "other-ca")
-    _signed(pki, "server", "ca", "serverAuth")
+    require_openssl()
+    authority(pki, "ca")
+    authority(pki, "other-ca")
+    signed(pki, "server", "ca", "serverAuth")
     async with contextlib.AsyncExitStack() as stack:
         server = stack.enter_context(RedisServer(tmp_path / "tls", tls=(pki / "server.crt", pki / "server.key")))
         assert server.url.startswith("rediss://")

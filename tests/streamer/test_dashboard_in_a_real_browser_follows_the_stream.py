@@ -9,49 +9,31 @@ tells the waits when to look. A screenshot is kept in ``test-artifacts/`` for hu
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from services import Generator, Stack, StreamerProcess
 from sse import assert_contiguous
+from tools import artifact, chromium, chromium_path
 
 from pulsestream.spec import RESOLUTIONS
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking flags Chromium keeps calling hosts this machine cannot reach.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 API_KEY = "dashboard-test-key"
 BROWSER_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module", autouse=True)
-def chromium() -> None:
-    """A laptop without Chromium skips; CI (CI=true) must have it, so there it fails instead."""
-    if CHROMIUM.exists():
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {CHROMIUM} is missing (.ci/run installs the chromium package)")
-    pytest.skip(f"needs {CHROMIUM} (apt-get install chromium)")
+def needs_chromium() -> None:
+    """A laptop without Chromium skips before any service starts; CI (CI=true) fails instead."""
+    chromium_path()
 
 
 @dataclass
@@ -76,7 +58,6 @@ class Dashboard:
 async def start_dashboard(
     stack: Stack, generator_env: dict[str, str] | None = None, streamer_env: dict[str, str] | None = None
 ) -> Dashboard:
-    ARTIFACTS.mkdir(exist_ok=True)
     generator = await stack.aio.generator(
         **{"GENERATOR_FREQUENCY": "100ms", "GENERATOR_GRACE_PERIOD": "1s", **(generator_env or {})}
     )
@@ -219,56 +200,52 @@ async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on
     series, served = await served_catalogue(streamer_url)
 
     page_errors: list[str] = []
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("pageerror", lambda error: page_errors.append(str(error)))
-            page.on("console", lambda msg: page_errors.append(msg.text) if msg.type == "error" else None)
-            page.set_default_timeout(BROWSER_TIMEOUT_MS)
+    async with chromium() as browser:
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("pageerror", lambda error: page_errors.append(str(error)))
+        page.on("console", lambda msg: page_errors.append(msg.text) if msg.type == "error" else None)
+        page.set_default_timeout(BROWSER_TIMEOUT_MS)
 
-            # A 1-minute window: one point per pixel holds every raw tick, so the page gets raw points.
-            await page.goto(f"{streamer_url}/?api_key={API_KEY}&window=1m")
-            await wait_for_page(page, dashboard, "raw")
-            assert "maxPoints=" in await page.evaluate("window.pulsestream.state.streamUrl")
-            await assert_chart_and_table(page, series, aggregated=False)
-            # The resolution picker offers exactly what /v1/series serves, in its order: no list of its own.
-            radios = page.locator("#resolution-options input[name=resolution]")
-            assert await radios.evaluate_all("(radios) => radios.map((r) => r.value)") == served
-            assert [t.strip() for t in await page.locator("#resolution-options label").all_inner_texts()] == served
-            assert await page.locator("#resolution-options input:checked").get_attribute("value") == "raw"
-            assert await page.evaluate("window.pulsestream.state.opens") == 1
-            assert await page.evaluate("window.pulsestream.state.snapshots") >= 1
-            assert await active_connections(streamer_url) == 1, "one EventSource carries every series"
-            await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        # A 1-minute window: one point per pixel holds every raw tick, so the page gets raw points.
+        await page.goto(f"{streamer_url}/?api_key={API_KEY}&window=1m")
+        await wait_for_page(page, dashboard, "raw")
+        assert "maxPoints=" in await page.evaluate("window.pulsestream.state.streamUrl")
+        await assert_chart_and_table(page, series, aggregated=False)
+        # The resolution picker offers exactly what /v1/series serves, in its order: no list of its own.
+        radios = page.locator("#resolution-options input[name=resolution]")
+        assert await radios.evaluate_all("(radios) => radios.map((r) => r.value)") == served
+        assert [t.strip() for t in await page.locator("#resolution-options label").all_inner_texts()] == served
+        assert await page.locator("#resolution-options input:checked").get_attribute("value") == "raw"
+        assert await page.evaluate("window.pulsestream.state.opens") == 1
+        assert await page.evaluate("window.pulsestream.state.snapshots") >= 1
+        assert await active_connections(streamer_url) == 1, "one EventSource carries every series"
+        await page.screenshot(path=str(artifact("dashboard.png")), full_page=True)
 
-            # Resolution through the control, found by its accessible name: the stream reopens.
-            await page.get_by_role("radio", name="1s", exact=True).check()
-            await wait_for_page(page, dashboard, "1s")
-            state = await page.evaluate("({...window.pulsestream.state, meta: undefined})")
-            assert state["opens"] == 2
-            assert "resolution=1s" in state["streamUrl"]
-            assert "resolution=1s" in page.url, "the page URL keeps the choice shareable"
-            await assert_chart_and_table(page, series, aggregated=True)
-            await wait_for_connections(streamer_url, 1)  # the raw stream was closed, not left behind
-            await page.screenshot(path=str(ARTIFACTS / "dashboard-1s.png"), full_page=True)
+        # Resolution through the control, found by its accessible name: the stream reopens.
+        await page.get_by_role("radio", name="1s", exact=True).check()
+        await wait_for_page(page, dashboard, "1s")
+        state = await page.evaluate("({...window.pulsestream.state, meta: undefined})")
+        assert state["opens"] == 2
+        assert "resolution=1s" in state["streamUrl"]
+        assert "resolution=1s" in page.url, "the page URL keeps the choice shareable"
+        await assert_chart_and_table(page, series, aggregated=True)
+        await wait_for_connections(streamer_url, 1)  # the raw stream was closed, not left behind
+        await page.screenshot(path=str(artifact("dashboard-1s.png")), full_page=True)
 
-            # Unticking a series (its checkbox, by label) reopens the one stream without it.
-            dropped, kept = series[-1], series[:-1]
-            await page.get_by_role("checkbox", name=re.compile(rf"^{re.escape(dropped)}( \(|$)")).uncheck()
-            await page.wait_for_function(
-                "([n, dropped]) => window.pulsestream.state.opens === 3"
-                " && !window.pulsestream.state.streamUrl.includes(dropped)"
-                " && document.querySelectorAll('#chart g.lane').length === n",
-                arg=[len(kept), dropped],
-            )
-            await wait_for_page(page, dashboard, "1s")
-            await assert_chart_and_table(page, kept, aggregated=True)
+        # Unticking a series (its checkbox, by label) reopens the one stream without it.
+        dropped, kept = series[-1], series[:-1]
+        await page.get_by_role("checkbox", name=re.compile(rf"^{re.escape(dropped)}( \(|$)")).uncheck()
+        await page.wait_for_function(
+            "([n, dropped]) => window.pulsestream.state.opens === 3"
+            " && !window.pulsestream.state.streamUrl.includes(dropped)"
+            " && document.querySelectorAll('#chart g.lane').length === n",
+            arg=[len(kept), dropped],
+        )
+        await wait_for_page(page, dashboard, "1s")
+        await assert_chart_and_table(page, kept, aggregated=True)
 
-            await page.close()
-            await wait_for_connections(streamer_url, 0)  # leaving the page closes its EventSource
-        finally:
-            await browser.close()
+        await page.close()
+        await wait_for_connections(streamer_url, 0)  # leaving the page closes its EventSource
     assert page_errors == []
 
 
@@ -276,43 +253,39 @@ async def test_dashboard_fills_chart_and_table_from_a_real_stream_and_reopens_on
 async def test_dashboard_shows_upstream_trouble_then_resumes_without_gap_when_the_generator_restarts(
     dashboard: Dashboard,
 ) -> None:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(BROWSER_TIMEOUT_MS)
-            await page.goto(f"{dashboard.base}/?api_key={API_KEY}&series=cpu&window=1m")
-            await wait_for_page(page, dashboard, "raw")
-            seq_before = int(await page.locator("#latest tbody tr td.seq").inner_text())
+    async with chromium() as browser:
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(BROWSER_TIMEOUT_MS)
+        await page.goto(f"{dashboard.base}/?api_key={API_KEY}&series=cpu&window=1m")
+        await wait_for_page(page, dashboard, "raw")
+        seq_before = int(await page.locator("#latest tbody tr td.seq").inner_text())
 
-            # The stream stays open while the upstream is down; the page says so with the server's message.
-            # Issue 16: a recoverable outage is "stalled" (amber, the whole message in the banner), not a red
-            # "Error" with its text cut off in the status pill, which now holds a few words and the message as title.
-            await dashboard.generator.aio.stop()  # SIGTERM: it drains and exits
-            await page.wait_for_function("window.pulsestream.state.status === 'stalled'", timeout=BROWSER_TIMEOUT_MS)
-            assert await page.locator("#status").get_attribute("data-status") == "stalled"
-            banner = page.locator("#error-banner")
-            assert await banner.is_visible()
-            message = await page.evaluate("window.pulsestream.state.message")
-            assert message and message in await banner.inner_text()
-            assert message == await page.locator("#status").get_attribute("title")
-            await page.screenshot(path=str(ARTIFACTS / "dashboard-upstream-error.png"), full_page=True)
+        # The stream stays open while the upstream is down; the page says so with the server's message.
+        # Issue 16: a recoverable outage is "stalled" (amber, the whole message in the banner), not a red
+        # "Error" with its text cut off in the status pill, which now holds a few words and the message as title.
+        await dashboard.generator.aio.stop()  # SIGTERM: it drains and exits
+        await page.wait_for_function("window.pulsestream.state.status === 'stalled'", timeout=BROWSER_TIMEOUT_MS)
+        assert await page.locator("#status").get_attribute("data-status") == "stalled"
+        banner = page.locator("#error-banner")
+        assert await banner.is_visible()
+        message = await page.evaluate("window.pulsestream.state.message")
+        assert message and message in await banner.inner_text()
+        assert message == await page.locator("#status").get_attribute("title")
+        await page.screenshot(path=str(artifact("dashboard-upstream-error.png")), full_page=True)
 
-            dashboard.generator.start()  # the same port, as in a rolling restart
-            await dashboard.generator.aio.wait_ready()
-            await page.wait_for_function(
-                "window.pulsestream.state.status === 'live' && window.pulsestream.state.points > 0"
-                f" && Number(document.querySelector('#latest tbody tr td.seq').textContent) > {seq_before + 1000}",
-                timeout=BROWSER_TIMEOUT_MS,
-            )
-            assert not await banner.is_visible()
-            assert await page.evaluate("window.pulsestream.state.opens") == 1, "the same EventSource carried on"
-            # Raw sequences are tick times 100 ms apart: across the outage the browser holds no gap and no duplicate.
-            seqs: list[int] = await page.evaluate("window.pulsestream.buffers.get('cpu').map((p) => p.seq)")
-            assert len(seqs) >= 2, seqs
-            assert_contiguous(seqs, step=100)
-        finally:
-            await browser.close()
+        dashboard.generator.start()  # the same port, as in a rolling restart
+        await dashboard.generator.aio.wait_ready()
+        await page.wait_for_function(
+            "window.pulsestream.state.status === 'live' && window.pulsestream.state.points > 0"
+            f" && Number(document.querySelector('#latest tbody tr td.seq').textContent) > {seq_before + 1000}",
+            timeout=BROWSER_TIMEOUT_MS,
+        )
+        assert not await banner.is_visible()
+        assert await page.evaluate("window.pulsestream.state.opens") == 1, "the same EventSource carried on"
+        # Raw sequences are tick times 100 ms apart: across the outage the browser holds no gap and no duplicate.
+        seqs: list[int] = await page.evaluate("window.pulsestream.buffers.get('cpu').map((p) => p.seq)")
+        assert len(seqs) >= 2, seqs
+        assert_contiguous(seqs, step=100)
 
 
 async def test_dashboard_draws_a_ten_minute_window_at_10_ms_within_a_second(stack: Stack) -> None:
@@ -328,54 +301,46 @@ async def test_dashboard_draws_a_ten_minute_window_at_10_ms_within_a_second(stac
                 async for chunk in reply.aiter_bytes():
                     if b"event: points" in chunk:
                         break
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(BROWSER_TIMEOUT_MS)
-            await page.goto(f"{dashboard.base}/?api_key={API_KEY}&window=10m")
-            await page.wait_for_function("window.pulsestream && window.pulsestream.state.firstDrawMs !== null")
-            state = await page.evaluate("({...window.pulsestream.state, meta: undefined})")
-            took = state["firstDrawMs"]
-            print(f"\nfirst draw {took:.0f} ms after navigation, {state['bucketMs']} ms buckets")
-            assert took < 1000, f"first draw after {took:.0f} ms"
-            assert state["maxPoints"] >= 1000 and f"maxPoints={state['maxPoints']}" in state["streamUrl"]
-            assert state["bucketMs"] in (500, 1000), "about one bucket per pixel: 600,000 ms / ~1,200 px"
-            await page.wait_for_function(FILLED, arg=["raw", 100])
-            chart: list[dict[str, Any]] = await page.evaluate(CHART)
-            assert all(100 < lane["points"] <= state["maxPoints"] for lane in chart), chart
-            bands = await page.evaluate(
-                "[...document.querySelectorAll('#chart path.band')].map((b) => (b.getAttribute('d') || '').length)"
-            )
-            assert bands and all(length > 100 for length in bands), "each lane draws its min-max band"
-            await page.screenshot(path=str(ARTIFACTS / "dashboard-10m-at-10ms.png"), full_page=True)
+    async with chromium() as browser:
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(BROWSER_TIMEOUT_MS)
+        await page.goto(f"{dashboard.base}/?api_key={API_KEY}&window=10m")
+        await page.wait_for_function("window.pulsestream && window.pulsestream.state.firstDrawMs !== null")
+        state = await page.evaluate("({...window.pulsestream.state, meta: undefined})")
+        took = state["firstDrawMs"]
+        print(f"\nfirst draw {took:.0f} ms after navigation, {state['bucketMs']} ms buckets")
+        assert took < 1000, f"first draw after {took:.0f} ms"
+        assert state["maxPoints"] >= 1000 and f"maxPoints={state['maxPoints']}" in state["streamUrl"]
+        assert state["bucketMs"] in (500, 1000), "about one bucket per pixel: 600,000 ms / ~1,200 px"
+        await page.wait_for_function(FILLED, arg=["raw", 100])
+        chart: list[dict[str, Any]] = await page.evaluate(CHART)
+        assert all(100 < lane["points"] <= state["maxPoints"] for lane in chart), chart
+        bands = await page.evaluate(
+            "[...document.querySelectorAll('#chart path.band')].map((b) => (b.getAttribute('d') || '').length)"
+        )
+        assert bands and all(length > 100 for length in bands), "each lane draws its min-max band"
+        await page.screenshot(path=str(artifact("dashboard-10m-at-10ms.png")), full_page=True)
 
-            # Switching window stays instant: a new stream, a new width, drawn at once.
-            await page.select_option("#window", "5m")
-            await page.wait_for_function(
-                "window.pulsestream.state.opens === 2 && window.pulsestream.state.openDrawMs !== null"
-            )
-            switched = await page.evaluate("({...window.pulsestream.state, meta: undefined})")
-            assert switched["bucketMs"] < state["bucketMs"], "a narrower window gets narrower buckets"
-            assert switched["openDrawMs"] < 1000, f"redrawn {switched['openDrawMs']:.0f} ms after the switch"
-        finally:
-            await browser.close()
+        # Switching window stays instant: a new stream, a new width, drawn at once.
+        await page.select_option("#window", "5m")
+        await page.wait_for_function(
+            "window.pulsestream.state.opens === 2 && window.pulsestream.state.openDrawMs !== null"
+        )
+        switched = await page.evaluate("({...window.pulsestream.state, meta: undefined})")
+        assert switched["bucketMs"] < state["bucketMs"], "a narrower window gets narrower buckets"
+        assert switched["openDrawMs"] < 1000, f"redrawn {switched['openDrawMs']:.0f} ms after the switch"
 
 
 async def test_a_resolution_in_the_page_url_is_kept_when_served_and_falls_back_to_raw_when_not(
     dashboard: Dashboard,
 ) -> None:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(BROWSER_TIMEOUT_MS)
-            for asked, shown in (("5s", "5s"), ("2s", "raw")):
-                await page.goto(f"{dashboard.base}/?api_key={API_KEY}&series=cpu&resolution={asked}")
-                await page.wait_for_function(
-                    "(r) => window.pulsestream.state.streamUrl.includes(`resolution=${r}`)", arg=shown
-                )
-                assert await page.locator("#resolution-options input:checked").get_attribute("value") == shown
-                assert f"resolution={shown}" in page.url
-        finally:
-            await browser.close()
+    async with chromium() as browser:
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(BROWSER_TIMEOUT_MS)
+        for asked, shown in (("5s", "5s"), ("2s", "raw")):
+            await page.goto(f"{dashboard.base}/?api_key={API_KEY}&series=cpu&resolution={asked}")
+            await page.wait_for_function(
+                "(r) => window.pulsestream.state.streamUrl.includes(`resolution=${r}`)", arg=shown
+            )
+            assert await page.locator("#resolution-options input:checked").get_attribute("value") == shown
+            assert f"resolution={shown}" in page.url

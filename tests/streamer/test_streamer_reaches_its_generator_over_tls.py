@@ -4,13 +4,11 @@ that /health reports (plaintext stays the default everywhere else)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
+from certificates import authority, require_openssl, signed
 from loopback import wait_for
 from services import Generator, Stack
 from sse import iter_events
@@ -18,40 +16,14 @@ from sse import iter_events
 pytestmark = pytest.mark.e2e
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _ca(directory: Path, name: str) -> None:
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=directory,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA that signs the generator's certificate (for 127.0.0.1 and localhost), and an unrelated CA."""
-    if shutil.which("openssl") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl is needed for the TLS tests and must be installed in CI")
-        pytest.skip("openssl is not installed")
+    require_openssl()
     directory = tmp_path_factory.mktemp("pki")
-    _ca(directory, "right-ca")
-    _ca(directory, "wrong-ca")
-    (directory / "server.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
-    )
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=directory,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", "server.csr", "-CA", "right-ca.crt", "-CAkey", "right-ca.key", "-CAcreateserial",
-        "-out", "server.crt", "-days", "2", "-extfile", "server.ext", cwd=directory,
-    )  # fmt: skip
+    authority(directory, "right-ca")
+    authority(directory, "wrong-ca")
+    signed(directory, "server", "right-ca", "serverAuth", common_name="localhost")
     return directory
 
 

@@ -9,9 +9,11 @@ On pytest's ``pythonpath`` (and the benchmark's, see ``bench/__init__.py``): ``f
   variables last. stderr (the logs) goes to a file, stdout to that file or another: never a pipe nobody reads, which
   stalls a service once the pipe's buffer fills. A service is ready when its health says so (generator:
   ``grpc.health.v1`` Check ``SERVING``; streamer: ``GET /health`` answers; operator: kopf's liveness ``GET
-  /healthz``). One that dies or never gets ready raises :class:`ServiceError` with the end of its log.
+  /healthz``). One that dies or never gets ready raises :class:`ServiceError` with the end of its log;
+  :meth:`~Service.wait_health` waits for more than readiness (a streamer whose upstream is up).
   :meth:`~Service.stop` is SIGTERM, a grace period, SIGKILL; :meth:`~Service.kill` is SIGKILL; :meth:`~Service.start`
-  after either starts it again on the same port, appending to the same log.
+  after either starts it again on the same port, appending to the same log (``log_text(start=n)``: what
+  the n-th start wrote).
 - :class:`Stack`: the services of one test (or module), with their settings files, stopped together,
   streamers first; the ``stack`` and ``module_stack`` fixtures (``tests/conftest.py``) hand one out.
 - :func:`run_streamer` / :class:`Streamer`: the real streamer app under the real uvicorn server in the
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FREQUENCY_MS",
+    "MINUTE_WINDOWS",
     "OPEN_LIMITS",
     "Generator",
     "Metrics",
@@ -88,6 +91,9 @@ START_TIMEOUT = 60.0
 OPEN_LIMITS: dict[str, Any] = {
     "rateLimit": {"requestsPerSecond": 100000, "burst": 100000, "maxStreamsPerClient": 10000}
 }
+#: The streamer's own windows (10 minutes at most, 5 by default) in place of :class:`StreamerProcess`'s short
+#: test ones, for tests whose pages or clients ask for minutes (``window=1m``), as the dashboard offers.
+MINUTE_WINDOWS: dict[str, str] = {"STREAMER_MAX_WINDOW": "10m", "STREAMER_DEFAULT_WINDOW": "5m"}
 #: What a service reads from its environment, besides the basics (PATH, HOME, locale, TMPDIR).
 _SERVICE_VARIABLES = ("GENERATOR_", "STREAMER_", "OPERATOR_", "PULSESTREAM_", "OTEL_", "LOG_", "KUBECONFIG")
 _POLL = 0.05
@@ -292,7 +298,7 @@ class Service:
         self.starts += 1
         with contextlib.ExitStack() as files:
             log = files.enter_context(self.log.open("ab"))
-            log.write(f"===== start {self.starts}: {' '.join(self.argv)} =====\n".encode())
+            log.write(f"{_start_line(self.starts)}{' '.join(self.argv)} =====\n".encode())
             log.flush()
             out = files.enter_context(self.stdout.open("ab")) if self.stdout is not None else log
             self.proc = subprocess.Popen(
@@ -307,14 +313,38 @@ class Service:
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> Self:
         """Until its health says it serves; :class:`ServiceError` if it exits first or time runs out."""
+        self._wait(self._ready, timeout, "not ready")
+        return self
+
+    def wait_health(
+        self, condition: Callable[[dict[str, Any]], bool] | None = None, timeout: float = START_TIMEOUT
+    ) -> dict[str, Any]:
+        """Until its ``GET /health`` body satisfies ``condition``; that body. An HTTP service.
+
+        By default until ``status`` is ``ok``: a streamer that serves *and* has its upstream (readiness is
+        only the first), which is where a test whose clients must not see a start-up outage begins.
+        :class:`ServiceError` if it exits first or time runs out.
+        """
+        wanted = condition or (lambda body: body.get("status") == "ok")
+
+        def probe() -> dict[str, Any] | None:
+            body = self.health()
+            return body if wanted(body) else None
+
+        body: dict[str, Any] = self._wait(probe, timeout, "/health never as wanted")
+        return body
+
+    def _wait(self, probe: Callable[[], Any], timeout: float, what: str) -> Any:
+        """Poll ``probe`` until it returns something truthy (an exception of :data:`_NOT_YET` is "not yet")."""
         deadline = time.monotonic() + timeout
         while True:
             self.check_alive()
             with contextlib.suppress(*_NOT_YET):
-                if self._ready():
-                    return self
+                result = probe()
+                if result:
+                    return result
             if time.monotonic() > deadline:
-                raise ServiceError(f"{self.name} on :{self.port} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+                raise ServiceError(f"{self.name} on :{self.port} {what} after {timeout:.0f}s:\n{self.log_tail()}")
             time.sleep(_POLL)
 
     def __enter__(self) -> Self:
@@ -364,9 +394,20 @@ class Service:
 
     # --- what it wrote ------------------------------------------------------------------------------
 
-    def log_text(self) -> str:
-        """Its log (stderr, and stdout unless that has a file of its own) over every start."""
-        return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+    def log_text(self, start: int | None = None) -> str:
+        """Its log (stderr, and stdout unless that has a file of its own) over every start.
+
+        With ``start``, only what that start wrote (1 is the first; :attr:`starts` the latest): after a
+        restart, what the new process said (``"recovered from the journal"``), not the one before it.
+        """
+        text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+        if start is None:
+            return text
+        begin = text.find(_start_line(start))
+        if begin < 0:
+            return ""
+        end = text.find(_start_line(start + 1), begin)
+        return text[begin : end if end >= 0 else len(text)]
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:]) or "(empty log)"
@@ -440,6 +481,11 @@ class AsyncService:
     async def wait_ready(self, timeout: float = START_TIMEOUT) -> Service:
         return await asyncio.to_thread(self.service.wait_ready, timeout)
 
+    async def wait_health(
+        self, condition: Callable[[dict[str, Any]], bool] | None = None, timeout: float = START_TIMEOUT
+    ) -> dict[str, Any]:
+        return await asyncio.to_thread(self.service.wait_health, condition, timeout)
+
     async def wait_exit(self, timeout: float) -> int:
         return await asyncio.to_thread(self.service.wait_exit, timeout)
 
@@ -454,6 +500,11 @@ class AsyncService:
 
     async def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float:
         return await asyncio.to_thread(self.service.metric, name, labels)
+
+
+def _start_line(start: int) -> str:
+    """How the log marks where a start's output begins (followed by the command line)."""
+    return f"===== start {start}: "
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:

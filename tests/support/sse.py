@@ -369,7 +369,8 @@ class EventSource:
 
     ``run()`` connects, records, and reconnects with ``Last-Event-ID`` until cancelled, waiting the server's
     ``retry:`` in between. A connection that fails or answers non-200 moves to the next URL; so does a
-    stream that ends (a draining pod says so). Every event is kept, and every point's sequence per series.
+    stream that ends (a draining pod says so). Every event is kept, and every point's sequence per series
+    (:attr:`seqs`; the points themselves, values and links included: :meth:`points`).
     """
 
     urls: list[str]
@@ -393,6 +394,16 @@ class EventSource:
 
     def of(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.event == kind]
+
+    def points(self, series: str) -> list[dict[str, Any]]:
+        """Every point of ``series`` received so far (snapshots and points events, d3 format), in arrival order."""
+        return [
+            point
+            for event in self.events
+            if event.event in ("snapshot", "points") and isinstance(event.data, dict)
+            for point in event.data.get("points", ())
+            if point["series"] == series
+        ]
 
     def last_seq(self) -> int:
         return max((s[-1] for s in self.seqs.values() if s), default=0)

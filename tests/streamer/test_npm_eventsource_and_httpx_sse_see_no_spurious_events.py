@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -25,37 +23,36 @@ from typing import Any
 
 import httpx
 import pytest
-from client_stack import API_KEY, Stack, running, steps
 from httpx_sse import aconnect_sse
+from services import Generator, Stack, StreamerProcess
+from sse import gaps_and_duplicates
+from tools import missing, node, npm
 
-WATCHER = Path(__file__).parent / "js" / "watch_eventsource.mjs"
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
+
+WATCHER = Path(__file__).parent / "node" / "watch_eventsource.mjs"
 EVENTSOURCE = "eventsource@4"  # WhatWG EventSource for Node 20 (v5 needs Node 22)
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
+TICK_MS = 100
+RETRY_MS = 300
+API_KEY = "client+test/key="
 
 
 @pytest.fixture(scope="module")
 def node_modules(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    npm, node = shutil.which("npm"), shutil.which("node")
-    if npm is None or node is None:
-        _unavailable("node and npm are needed")
+    node()
     folder = tmp_path_factory.mktemp("npm")
     try:
         result = subprocess.run(
-            [str(npm), "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(folder), EVENTSOURCE],
+            [npm(), "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(folder), EVENTSOURCE],
             capture_output=True,
             text=True,
             timeout=120,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        _unavailable("npm install eventsource timed out")
+        missing("npm install eventsource timed out")
     if result.returncode != 0:
-        _unavailable(f"npm install {EVENTSOURCE} failed: {result.stderr[-500:]}")
+        missing(f"npm install {EVENTSOURCE} failed: {result.stderr[-500:]}")
     return folder
 
 
@@ -98,18 +95,20 @@ async def follow_with_httpx_sse(base: str, seen: list[tuple[str, str, int | None
             await asyncio.sleep(0.2)
 
 
-async def test_npm_eventsource_and_httpx_sse_see_no_spurious_events(node_modules: Path, tmp_path: Path) -> None:
-    with running(tmp_path, STREAMER_CLIENT_MAX_LIFETIME="2s") as stack:
-        await stack.start()
-        await _watch(stack, node_modules)
+async def test_npm_eventsource_and_httpx_sse_see_no_spurious_events(node_modules: Path, stack: Stack) -> None:
+    generator = await stack.aio.generator(GENERATOR_FREQUENCY=f"{TICK_MS}ms")
+    streamer = await stack.aio.streamer(
+        generator, STREAMER_API_KEYS=API_KEY, STREAMER_CLIENT_MAX_LIFETIME="2s", STREAMER_SSE_RETRY=f"{RETRY_MS}ms"
+    )
+    await streamer.aio.wait_health()
+    await _watch(generator, streamer, node_modules)
 
 
-async def _watch(stack: Stack, node_modules: Path) -> None:
-    assert stack.generator is not None
+async def _watch(generator: Generator, streamer: StreamerProcess, node_modules: Path) -> None:
     process = await asyncio.create_subprocess_exec(
-        "node",
+        node(),
         str(WATCHER),
-        stack.base,
+        streamer.url,
         API_KEY,
         str(node_modules),
         stdin=asyncio.subprocess.PIPE,
@@ -119,12 +118,13 @@ async def _watch(stack: Stack, node_modules: Path) -> None:
     reading = asyncio.create_task(watcher.read())
     seen: list[tuple[str, str, int | None]] = []
     stop = asyncio.Event()
-    httpx_sse = asyncio.create_task(follow_with_httpx_sse(stack.base, seen, stop))
+    httpx_sse = asyncio.create_task(follow_with_httpx_sse(streamer.url, seen, stop))
     try:
         lifetime = await watcher.until(lambda e: e["kind"] == "notice" and e["code"] == "max_lifetime", "max_lifetime")
-        stack.generator.kill()
+        generator.kill()
         down = await watcher.until(lambda e: e.get("code") == "upstream_unavailable", "upstream_unavailable", lifetime)
-        await stack.start_generator()
+        generator.start()
+        await generator.aio.wait_ready()
         back = await watcher.until(lambda e: e["kind"] == "points", "points after the restart", down)
         await watcher.until(lambda e: e.get("code") == "max_lifetime", "another max_lifetime", back)
         await watcher.until(lambda e: e["kind"] == "snapshot" and e["resumed"], "a resumed snapshot", back)
@@ -150,16 +150,19 @@ async def _watch(stack: Stack, node_modules: Path) -> None:
     codes = {e["code"] for e in events if e["kind"] == "notice"}
     assert {"max_lifetime", "upstream_unavailable"} <= codes, codes
     assert not [e for e in events if e["kind"] == "snapshot" and e["reset"]], "every reconnect resumed"
-    assert not steps(summary["seqs"]), f"the bare EventSource's points: {steps(summary['seqs'])[:5]}"
+    bad = gaps_and_duplicates(summary["seqs"], TICK_MS)
+    assert not bad, f"the bare EventSource's points: {bad[:5]}"
     module = summary["module"]
     # Streams end every ~2 s, so the module may be between two at the end; it came back live after each.
     assert module["reconnects"] >= 1 and "live" in module["statuses"][1:], module
-    assert len(module["window"]) > 20 and not steps(module["window"]), f"pulsestream.js on npm eventsource: {module}"
+    assert len(module["window"]) > 20 and not gaps_and_duplicates(module["window"], TICK_MS), (
+        f"pulsestream.js on npm eventsource: {module}"
+    )
 
     names = {name for name, _, _ in seen}
     assert names <= {"snapshot", "points", "notice"}, names
     assert all(data for _, data, _ in seen), "httpx-sse yielded an empty event"
     snapshots = [retry for name, _, retry in seen if name == "snapshot"]
-    assert len(snapshots) >= 2 and all(retry == 300 for retry in snapshots), snapshots
+    assert len(snapshots) >= 2 and all(retry == RETRY_MS for retry in snapshots), snapshots
     notices = [json.loads(data)["code"] for name, data, _ in seen if name == "notice"]
     assert "max_lifetime" in notices, notices

@@ -64,6 +64,7 @@ async def test_a_single_point_goes_out_after_the_linger_time_without_a_flush(gen
         await wait_until(lambda: publisher.stats.accepted == 1, timeout=5, what="the point to be acknowledged")
 
 
+@pytest.mark.fault
 async def test_a_batch_stored_but_not_acknowledged_is_resent_and_counted_as_duplicates_not_stored_twice(
     generator: GeneratorApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,6 +91,7 @@ async def test_a_batch_stored_but_not_acknowledged_is_resent_and_counted_as_dupl
     assert_continuous(points)
 
 
+@pytest.mark.fault
 async def test_the_retry_delay_the_generator_asks_for_is_honoured(
     generator: GeneratorApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -146,6 +148,7 @@ async def test_a_wrong_token_stops_publishing_and_says_so(start_generator: Start
         assert allowed.stats.accepted == 1
 
 
+@pytest.mark.fault
 async def test_close_against_an_unreachable_generator_gives_up_after_its_timeout_and_says_how_many_are_left() -> None:
     publisher = AsyncPublisher(f"127.0.0.1:{free_port()}", retry_base=0.01, retry_cap=0.05, timeout=0.2)
     await publisher.start()

@@ -2,7 +2,7 @@
 // a bare EventSource with ?access_token= (a token minted once, the key in a header), and pulsestream.js with
 // tokenFromKey on top of the same class (fresh tokens at every reconnect). Prints one JSON line per thing seen.
 // Usage: node watch_tokens.mjs BASE_URL API_KEY NODE_MODULES_PARENT; write "end" on stdin for the summary.
-// Used by tests/client/test_client_tokens.py.
+// Used by tests/streamer/test_client_tokens.py.
 import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
 

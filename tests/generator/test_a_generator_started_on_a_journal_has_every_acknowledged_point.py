@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from generator_streams import StartGenerator, assert_continuous
 from pulsestream_generator.journal import Journal
 from pulsestream_generator.publishedstore import MemoryStore
@@ -30,6 +31,7 @@ def _points(series: str, first: int, count: int) -> list[ingest_pb2.PublishPoint
     return out
 
 
+@pytest.mark.fault
 async def test_a_generator_started_on_a_journal_serves_the_acknowledged_points_with_their_sequences(
     start_generator: StartGenerator, tmp_path: Path
 ) -> None:
@@ -58,6 +60,7 @@ async def test_a_generator_started_on_a_journal_serves_the_acknowledged_points_w
         assert (again.accepted, again.duplicates) == (0, 100)  # the producer's resend after the crash
 
 
+@pytest.mark.fault
 def test_a_record_cut_short_by_a_crash_is_skipped_and_the_ones_before_it_come_back(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     store = MemoryStore(lambda timeline, appended: None, journal)

@@ -1,7 +1,8 @@
 // Follows a streamer with the npm `eventsource` package two ways, printing one JSON line per thing seen:
 // a bare EventSource (its own reconnects, Last-Event-ID), and pulsestream.js on top of the same class.
 // Usage: node watch_eventsource.mjs BASE_URL API_KEY NODE_MODULES_PARENT; write "end" on stdin to stop,
-// then it prints {"kind": "summary", ...} and exits. Used by tests/client/test_third_party_clients.py.
+// then it prints {"kind": "summary", ...} and exits.
+// Used by tests/streamer/test_npm_eventsource_and_httpx_sse_see_no_spurious_events.py.
 import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
 

@@ -1,6 +1,6 @@
 // Unit tests of pulsestream.js with node:test (Node 20, no npm dependency): the window's merge, trim
 // and reset rules, decoding of every wire format, and the reconnect logic against a scripted
-// EventSource and fetch, on mocked timers. Run: node --test tests/client/js/
+// EventSource and fetch, on mocked timers. Run: node --test tests/streamer/node/
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it, mock } from "node:test";
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -14,11 +12,12 @@ import pytest
 from generator_streams import StartGenerator, points_by_series
 from loopback import wait_until
 from pulsestream_generator.server import GeneratorApp
+from services import clean_environment, console_script
 
 from pulsestream.publish.cli import BadLine, parse_line
 from pulsestream.v1 import timeseries_pb2, timeseries_pb2_grpc
 
-CLI = str(Path(sys.executable).parent / "pulsestream-publish")
+CLI = console_script("pulsestream-publish")
 
 
 def now_ms() -> int:
@@ -33,7 +32,7 @@ async def publish(*args: str, stdin: str = "", env: dict[str, str] | None = None
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
+        env={**clean_environment(), **(env or {})},
     )
     _, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 60)
     assert proc.returncode is not None
@@ -117,7 +116,15 @@ async def test_follow_publishes_lines_appended_to_a_file_until_interrupted(
     log = tmp_path / "points.jsonl"
     log.write_text('{"series": "tail", "v": 1}\n')
     proc = await asyncio.create_subprocess_exec(
-        CLI, "--target", generator.address, "--follow", str(log), "--linger", "0.02", stderr=asyncio.subprocess.PIPE
+        CLI,
+        "--target",
+        generator.address,
+        "--follow",
+        str(log),
+        "--linger",
+        "0.02",
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_environment(),
     )
     await wait_until(lambda: points(generator, "tail"), timeout=20, what="the first line")
     with log.open("a") as out:

@@ -2,58 +2,26 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
+from certificates import authority, require_openssl, signed
 from generator_streams import StartGenerator
 
 from pulsestream.v1 import ingest_pb2, ingest_pb2_grpc, timeseries_pb2, timeseries_pb2_grpc
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _ca(directory: Path, name: str) -> None:
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=directory,
-    )  # fmt: skip
-
-
-def _signed(directory: Path, name: str, ca: str, usage: str) -> None:
-    (directory / f"{name}.ext").write_text(
-        f"subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
-    )
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=directory,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
-        "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=directory,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA signing the generator's and a producer's certificates, and another CA signing an intruder's."""
-    if shutil.which("openssl") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl is needed for the TLS tests and must be installed in CI")
-        pytest.skip("openssl is not installed")
+    require_openssl()
     directory = tmp_path_factory.mktemp("mtls")
-    _ca(directory, "ca")
-    _ca(directory, "other-ca")
-    _signed(directory, "server", "ca", "serverAuth")
-    _signed(directory, "producer", "ca", "clientAuth")
-    _signed(directory, "intruder", "other-ca", "clientAuth")
+    authority(directory, "ca")
+    authority(directory, "other-ca")
+    signed(directory, "server", "ca", "serverAuth")
+    signed(directory, "producer", "ca", "clientAuth")
+    signed(directory, "intruder", "other-ca", "clientAuth")
     return directory
 
 

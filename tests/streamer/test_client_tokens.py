@@ -25,7 +25,7 @@ from client_stack import API_KEY, Stack, running, steps
 
 from pulsestream.client import Point, Refused, Stream, TokenFromKey
 
-WATCHER = Path(__file__).parent / "js" / "watch_tokens.mjs"
+WATCHER = Path(__file__).parent / "node" / "watch_tokens.mjs"
 EVENTSOURCE = "eventsource@4"  # WhatWG EventSource for Node 20 (v5 needs Node 22)
 TOKENS = {"STREAMER_TOKEN_TTL": "3s", "STREAMER_TOKEN_LEEWAY": "0s", "STREAMER_CLIENT_MAX_LIFETIME": "2s"}
 

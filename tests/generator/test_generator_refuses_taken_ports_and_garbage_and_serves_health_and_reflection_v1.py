@@ -8,53 +8,37 @@ ERROR traceback per call; health did not know RandomService; only reflection v1a
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
-from loopback import free_port, port_open, wait_for
-from processes import stop_process
+from loopback import free_port, port_open
 from pulsestream_generator.server import GeneratorApp
+from services import Stack, run_to_exit
 
 from pulsestream import refusals
 from pulsestream.refusals import Reason
 
-BIN = Path(sys.executable).parent
 
-
-def _generator(**env: str) -> subprocess.Popen[bytes]:
-    full = {**os.environ, "GENERATOR_RETENTION": "30s", "GENERATOR_METRICS_PORT": "0", **env}
-    return subprocess.Popen(
-        [str(BIN / "pulsestream-generator")], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-
-
-def _one_line_exit(proc: subprocess.Popen[bytes]) -> str:
-    _, err = proc.communicate(timeout=60)
-    text = err.decode()
-    assert proc.returncode == 2, text
+def _one_line_exit(**env: str) -> str:
+    """``pulsestream-generator`` with ``env`` refuses to start: exit status 2 and one line of stderr, that line."""
+    done = run_to_exit("pulsestream-generator", {"GENERATOR_RETENTION": "30s", "GENERATOR_METRICS_PORT": "0", **env})
+    text = done.stderr
+    assert done.returncode == 2, text
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) == 1, text
     assert "Traceback" not in text and "Event loop is closed" not in text, text
     return lines[0]
 
 
-def test_a_second_generator_on_a_taken_port_refuses_to_start_and_names_the_setting() -> None:
-    port = free_port()
-    first = _generator(GENERATOR_PORT=str(port))
-    try:
-        wait_for(lambda: port_open(port), 30, "the first generator")
-        line = _one_line_exit(_generator(GENERATOR_PORT=str(port)))
-        assert line.startswith("pulsestream-generator: GENERATOR_PORT=") and "in use" in line
-        assert first.poll() is None, "the first one keeps serving"
-    finally:
-        stop_process(first)
+@pytest.mark.e2e
+def test_a_second_generator_on_a_taken_port_refuses_to_start_and_names_the_setting(stack: Stack) -> None:
+    first = stack.generator(GENERATOR_RETENTION="30s")
+    line = _one_line_exit(GENERATOR_PORT=str(first.port))
+    assert line.startswith("pulsestream-generator: GENERATOR_PORT=") and "in use" in line
+    assert first.alive(), "the first one keeps serving"
 
 
 def test_a_taken_metrics_port_is_one_line_naming_the_setting_and_nothing_keeps_running() -> None:
@@ -63,7 +47,7 @@ def test_a_taken_metrics_port_is_one_line_naming_the_setting_and_nothing_keeps_r
         taken.listen()
         metrics_port = taken.getsockname()[1]
         port = free_port()
-        line = _one_line_exit(_generator(GENERATOR_PORT=str(port), GENERATOR_METRICS_PORT=str(metrics_port)))
+        line = _one_line_exit(GENERATOR_PORT=str(port), GENERATOR_METRICS_PORT=str(metrics_port))
     assert line.startswith(f"pulsestream-generator: GENERATOR_METRICS_PORT={metrics_port}:"), line
     assert not port_open(port), "the gRPC port was released"
 

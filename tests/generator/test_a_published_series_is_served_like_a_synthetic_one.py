@@ -270,6 +270,7 @@ async def test_undeclared_series_can_be_refused(start_generator: StartGenerator,
     assert refusal == Refusal(Reason.UNDECLARED_SERIES, {"index": "1", "series": "other"})
 
 
+@pytest.mark.fault
 async def test_a_producer_faster_than_the_hub_is_slowed_with_retry_info_and_loses_nothing_by_retrying(
     start_generator: StartGenerator, connect: Any
 ) -> None:
@@ -342,6 +343,7 @@ async def test_tokens_guard_publishing_and_never_reach_the_log(
     assert TOKEN not in handler_output
 
 
+@pytest.mark.fault
 async def test_draining_refuses_new_batches_with_unavailable(generator: GeneratorApp, connect: Any) -> None:
     client = connect(generator)
     await generator.drain()
@@ -366,6 +368,7 @@ async def test_live_declarations_list_new_series_and_end_the_streams_of_removed_
     assert "later" not in await client.listed()
 
 
+@pytest.mark.fault
 async def test_a_mixed_stream_cut_while_draining_resumes_from_its_smallest_position_without_a_gap(
     generator: GeneratorApp, connect: Any
 ) -> None:
