@@ -139,19 +139,24 @@ class SnapshotCache:
         """
         since = window_start(now_ms, request.window_ms)
         reset = (request.cursor is not None or request.cursor_error is not None) and not joining.resumed
-        if joining.seams:  # a degraded client: its seam is its own
-            plan = _plan(
-                topics,
-                flushed,
-                request,
-                catalogue,
-                since=since,
-                reset=reset,
-                joining=joining,
-                retry_ms=retry_ms,
-                piece_bytes=piece_bytes,
+
+        def plan() -> _Shared:
+            return _Shared(
+                _plan(
+                    topics,
+                    flushed,
+                    request,
+                    catalogue,
+                    since=since,
+                    reset=reset,
+                    joining=joining,
+                    retry_ms=retry_ms,
+                    piece_bytes=piece_bytes,
+                )
             )
-            return SnapshotReader(_Shared(plan), flushed)
+
+        if joining.seams:  # a degraded client: its seam is its own
+            return SnapshotReader(plan(), flushed)
         cursor = request.cursor
         cursor_key = (cursor.resolution, *sorted(cursor.positions.items())) if (joining.resumed and cursor) else ()
         key = (since, request.window_ms, reset, cursor_key, id(catalogue), request.max_points, joining.after)
@@ -159,18 +164,7 @@ class SnapshotCache:
         if entry is None:
             if len(self._entries) >= _CACHE_SIZE:
                 self.clear()
-            plan = _plan(
-                topics,
-                flushed,
-                request,
-                catalogue,
-                since=since,
-                reset=reset,
-                joining=joining,
-                retry_ms=retry_ms,
-                piece_bytes=piece_bytes,
-            )
-            self._entries[key] = entry = _Shared(plan)
+            self._entries[key] = entry = plan()
         return SnapshotReader(entry, flushed)
 
 

@@ -23,44 +23,21 @@ from collections.abc import Callable
 from typing import Protocol
 
 from pulsestream.spec import RESOLUTIONS
-from pulsestream_streamer.core import shape, sse
+from pulsestream_streamer.core import sse
 from pulsestream_streamer.core.clock import epoch_ms
 from pulsestream_streamer.core.ring import Ring
 from pulsestream_streamer.core.samples import Sample
 from pulsestream_streamer.core.sequencing import Sequencer
+from pulsestream_streamer.fanout.audience import Audience, TopicListener
 from pulsestream_streamer.observability import tracing
 from pulsestream_streamer.observability.metrics import StreamerMetrics
 from pulsestream_streamer.upstream.channels import Upstream, samples_of
 from pulsestream_streamer.upstream.errors import Start, UpstreamError
 from pulsestream_streamer.upstream.follow import follow
 
-__all__ = ["Derived", "Source", "Topic", "TopicListener", "upstream_unavailable_frame"]
+__all__ = ["Derived", "Source", "Topic", "upstream_unavailable_frame"]
 
 logger = logging.getLogger(__name__)
-
-
-class TopicListener(Protocol):
-    """What a topic needs from a reader of its points (a feed)."""
-
-    @property
-    def fmt(self) -> shape.Format: ...
-
-    @property
-    def audience(self) -> int:
-        """How many clients get what this listener is handed (for the points-sent count)."""
-        ...
-
-    def add(self, series: str, fragment: bytes, last_seq: int, oldest_t: int) -> None:
-        """New points of one series, encoded in :attr:`fmt`."""
-        ...
-
-    def broadcast(self, frame: bytes) -> None:
-        """An out-of-band event (upstream trouble, a data gap) for every client now."""
-        ...
-
-    def history_changed(self) -> None:
-        """The topic's ring was refilled or cleared: anything derived from it is stale."""
-        ...
 
 
 class Derived(Protocol):
@@ -138,10 +115,9 @@ class Topic:
         self.resolution = resolution
         self.ring = Ring(ring_capacity)
         self.sequencer = Sequencer()
-        self.listeners: set[TopicListener] = set()
+        self._audience = Audience()
         #: Views the streamer builds from this topic's points (they count as listeners for lingering).
         self.derived: set[Derived] = set()
-        self.formats: set[shape.Format] = set()
         self.ready = asyncio.Event()
         self.up = False
         self.down: tuple[str, str] | None = None
@@ -158,23 +134,23 @@ class Topic:
 
     # --- listeners --------------------------------------------------------------------------------
 
+    @property
+    def listeners(self) -> set[TopicListener]:
+        return self._audience.listeners
+
     def attach(self, listener: TopicListener) -> None:
-        self.listeners.add(listener)
-        self.formats.add(listener.fmt)
+        self._audience.attach(listener)
 
     def detach(self, listener: TopicListener) -> None:
-        self.listeners.discard(listener)
-        self.formats = {other.fmt for other in self.listeners}
+        self._audience.detach(listener)
 
     def _history_changed(self) -> None:
-        for listener in self.listeners:
-            listener.history_changed()
+        self._audience.history_changed()
         for view in list(self.derived):
             view.history_changed()
 
     def _broadcast(self, frame: bytes) -> None:
-        for listener in self.listeners:
-            listener.broadcast(frame)
+        self._audience.broadcast(frame)
         for view in list(self.derived):
             view.broadcast(frame)
 
@@ -198,12 +174,8 @@ class Topic:
         if accepted:
             self.ring.append(accepted)
             metrics.upstream_points.inc(len(accepted))
-            metrics.points_sent.inc(len(accepted) * sum(listener.audience for listener in self.listeners))
+            self._audience.hand(self.series, self.resolution, accepted, self.bucket_ms, metrics)
             last = accepted[-1]
-            encoded = {fmt: shape.fragment(fmt, self.series, accepted, self.resolution) for fmt in self.formats}
-            oldest = accepted[0].t + self.bucket_ms  # a bucket's points exist once it closes
-            for listener in self.listeners:
-                listener.add(self.series, encoded[listener.fmt], last.seq, oldest)
             for view in self.derived:
                 view.take(accepted)
             if not self.ready.is_set() and last.t >= self.ready_mark:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 
-from pulsestream_streamer.core import shape
 from pulsestream_streamer.core.ladder import View
 from pulsestream_streamer.core.ring import Ring
 from pulsestream_streamer.core.rollup import Roller, rollup
 from pulsestream_streamer.core.samples import Sample
-from pulsestream_streamer.fanout.topic import Topic, TopicListener
+from pulsestream_streamer.fanout.audience import Audience, TopicListener
+from pulsestream_streamer.fanout.topic import Topic
 from pulsestream_streamer.observability import tracing
 from pulsestream_streamer.observability.metrics import StreamerMetrics
 
@@ -41,8 +41,7 @@ class BuiltView:
         self.bucket_ms = view.bucket_ms
         self.source = source
         self.ring = Ring(ring_capacity)
-        self.listeners: set[TopicListener] = set()
-        self.formats: set[shape.Format] = set()
+        self._audience = Audience()
         self._metrics = metrics
         self._roller = Roller(view.bucket_ms)
         self._rebuild()
@@ -62,13 +61,15 @@ class BuiltView:
     def trace(self) -> tracing.UpstreamTrace:
         return self.source.trace
 
+    @property
+    def listeners(self) -> set[TopicListener]:
+        return self._audience.listeners
+
     def attach(self, listener: TopicListener) -> None:
-        self.listeners.add(listener)
-        self.formats.add(listener.fmt)
+        self._audience.attach(listener)
 
     def detach(self, listener: TopicListener) -> None:
-        self.listeners.discard(listener)
-        self.formats = {other.fmt for other in self.listeners}
+        self._audience.detach(listener)
 
     def close(self) -> None:
         """Stop reading the topic (the hub calls this when the last feed left)."""
@@ -89,21 +90,14 @@ class BuiltView:
         if not closed:
             return
         self.ring.append(closed)
-        self._metrics.points_sent.inc(len(closed) * sum(listener.audience for listener in self.listeners))
-        encoded = {fmt: shape.fragment(fmt, self.series, closed, self.resolution) for fmt in self.formats}
-        oldest = closed[0].t + self.bucket_ms  # a bucket exists once it closes
-        last = closed[-1].seq
-        for listener in self.listeners:
-            listener.add(self.series, encoded[listener.fmt], last, oldest)
+        self._audience.hand(self.series, self.resolution, closed, self.bucket_ms, self._metrics)
 
     def broadcast(self, frame: bytes) -> None:
-        for listener in self.listeners:
-            listener.broadcast(frame)
+        self._audience.broadcast(frame)
 
     def history_changed(self) -> None:
         self._rebuild()
-        for listener in self.listeners:
-            listener.history_changed()
+        self._audience.history_changed()
 
     def _rebuild(self) -> None:
         closed, self._roller = rollup(self.source.ring.since(0), self.bucket_ms)
