@@ -11,7 +11,7 @@ generator's port is cluster-internal by default; ``GENERATOR_TLS_CLIENT_CA_FILE`
 (mutual TLS) guards every RPC when the port must be reachable from outside.
 
 Tokens never reach a log: the generator itself never logs metadata, and
-:class:`TokenRedactor`, installed on the root handlers at start-up, removes
+the shared redacting filter (:mod:`pulsestream.redaction`), installed on the root handlers at start-up, removes
 any configured token and any ``Bearer`` value from every record (message,
 arguments, extra fields, traceback) in case another library logs one.
 """
@@ -19,17 +19,13 @@ arguments, extra fields, traceback) in case another library logs one.
 from __future__ import annotations
 
 import hmac
-import logging
-import re
 from collections.abc import Iterable, Sequence
 
+from pulsestream import redaction
+from pulsestream.redaction import BEARER, REDACTED
 from pulsestream.refusals import Reason
 
-__all__ = ["REDACTED", "TokenCheck", "TokenRedactor", "install_redactor"]
-
-REDACTED = "<redacted>"
-_BEARER = re.compile(r"(?i)(bearer(?:\s|%20|\+)+)[^\s\"',)\]]+")
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+__all__ = ["REDACTED", "TokenCheck", "install_redactor", "redact"]
 
 
 class TokenCheck:
@@ -63,41 +59,12 @@ class TokenCheck:
         return None if matched else Reason.TOKEN_INVALID
 
 
-def redact(text: str, secrets: Sequence[str]) -> str:
+def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` without any ``Bearer`` value and without any of ``secrets``."""
-    text = _BEARER.sub(lambda match: match.group(1) + REDACTED, text)
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-class TokenRedactor(logging.Filter):
-    """A handler filter that redacts every record it passes (it never drops one)."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        super().__init__()
-        self._secrets = tuple(secrets)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):
-            message = str(record.msg)
-        record.msg, record.args = redact(message, self._secrets), ()
-        for key, value in list(record.__dict__.items()):
-            if key not in _STANDARD and isinstance(value, str):
-                setattr(record, key, redact(value, self._secrets))
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text, self._secrets)
-        return True
+    return redaction.replace_secrets(BEARER.sub(lambda match: match.group(1) + REDACTED, text), secrets)
 
 
 def install_redactor(secrets: Sequence[str]) -> None:
-    """Put a :class:`TokenRedactor` on every handler of the root logger (configured by the entry point)."""
-    redactor = TokenRedactor(secrets)
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(existing, TokenRedactor) for existing in handler.filters):
-            handler.addFilter(redactor)
+    """Put the redacting filter on every handler of the root logger (configured by the entry point)."""
+    kept = tuple(secrets)
+    redaction.install(redaction.RedactingFilter(redact, lambda: kept))

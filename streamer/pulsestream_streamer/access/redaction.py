@@ -25,63 +25,38 @@ second line of defence for what other libraries log.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Iterable
 
-REDACTED = "<redacted>"
+from pulsestream import redaction
+from pulsestream.redaction import BEARER, REDACTED
+
+__all__ = ["REDACTED", "RedactingFilter", "install", "redact"]
 
 # A query value ends at &, whitespace, a quote, a fragment or a closing bracket; API keys are
-# Bearer tokens (see auth.KEY_PATTERN), so none of those can be part of one, raw or percent-encoded.
+# Bearer tokens (see keys.KEY_PATTERN), so none of those can be part of one, raw or percent-encoded.
 _QUERY = re.compile(r"(?i)((?:api(?:_|%5f)key|access(?:_|%5f)token)(?:=|%3d))[^&\s\"'#<>)\]]*")
 # A compact JWS: a base64url header whose JSON starts {" or { " (eyJ, eyA, eyI), then payload and signature.
 _JWT = re.compile(r"\bey[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
-_BEARER = re.compile(r"(?i)(bearer(?:\s|%20|\+)+)[^\s\"',)\]]+")
 _HEADER = re.compile(r"(?i)(x-api-key['\"]?\s*(?:[:=]|,)\s*b?['\"]?)[^\s\"',)\]]+")
-
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every API key and token removed (see the module docstring for the forms)."""
     text = _QUERY.sub(lambda m: m.group(1) + REDACTED, text)
     text = _JWT.sub(REDACTED, text)
-    text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    text = BEARER.sub(lambda m: m.group(1) + REDACTED, text)
     text = _HEADER.sub(lambda m: m.group(1) + REDACTED, text)
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
+    return redaction.replace_secrets(text, secrets)
 
 
-class RedactingFilter(logging.Filter):
-    """A handler filter that redacts every record it passes (it never drops one)."""
+class RedactingFilter(redaction.RedactingFilter):
+    """The shared log filter, with the streamer's forms of keys and tokens (:func:`redact`)."""
 
     def __init__(self, secrets: Callable[[], Iterable[str]] = tuple) -> None:
-        super().__init__()
-        self._secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        secrets = tuple(self._secrets())
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: let the handler report it as usual
-            return True
-        record.msg = redact(message, secrets)
-        record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text, secrets)
-        for name, value in list(record.__dict__.items()):
-            if name not in _STANDARD and isinstance(value, str):
-                setattr(record, name, redact(value, secrets))
-        return True
+        super().__init__(redact, secrets)
 
 
-def install(secrets: Callable[[], Iterable[str]] = tuple) -> RedactingFilter:
-    """Add a :class:`RedactingFilter` to every handler of the root logger (call after ``logs.configure``)."""
-    redactor = RedactingFilter(secrets)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(redactor)
-    return redactor
+def install(secrets: Callable[[], Iterable[str]] = tuple) -> redaction.RedactingFilter:
+    """Add the streamer's redacting filter to every handler of the root logger (call after ``logs.configure``)."""
+    return redaction.install(RedactingFilter(secrets))
