@@ -18,8 +18,7 @@ def _logged(*records: tuple[str, tuple[object, ...], dict[str, object]]) -> str:
     handler.setFormatter(logging.Formatter("%(message)s %(note)s"))
     handler.addFilter(RedactingFilter(_scrub, lambda: ["s3cret-value"]))
     log = logging.getLogger("test.shared.redaction")
-    log.addHandler(handler)
-    log.propagate = False
+    log.addHandler(handler)  # it runs before the records propagate to pytest's own capture handlers
     try:
         for message, args, extra in records:
             log.warning(message, *args, extra={"note": "", **extra})
